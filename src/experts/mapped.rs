@@ -1,0 +1,94 @@
+//! All experts resident: views into the memory-mapped file.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{bail, Result};
+
+use super::{ExpertBytes, ExpertStore, StoreStats};
+use crate::gguf::{GgufFile, TensorBytes};
+use crate::model::weights::{ExpertLayout, ExpertTensor};
+
+struct LayerExperts {
+    gate: (TensorBytes, u64),
+    up: (TensorBytes, u64),
+    down: (TensorBytes, u64),
+    n_expert: usize,
+}
+
+/// Serves expert bytes from the file mapping.
+pub struct MappedExpertStore {
+    layers: Vec<Option<LayerExperts>>,
+    requests: AtomicU64,
+    total_bytes: u64,
+}
+
+fn view(file: &GgufFile, t: &ExpertTensor) -> Result<(TensorBytes, u64)> {
+    let info = file
+        .tensor(&t.name)
+        .ok_or_else(|| anyhow::anyhow!("tensor '{}' is missing", t.name))?;
+    Ok((file.tensor_bytes(info)?, t.bytes_per_expert))
+}
+
+impl MappedExpertStore {
+    pub fn new(file: &GgufFile, layouts: &[Option<ExpertLayout>], n_expert: usize) -> Result<Self> {
+        let mut layers = Vec::with_capacity(layouts.len());
+        let mut total_bytes = 0;
+        for l in layouts {
+            layers.push(match l {
+                None => None,
+                Some(l) => {
+                    total_bytes += l.bytes_per_expert() * n_expert as u64;
+                    Some(LayerExperts {
+                        gate: view(file, &l.gate)?,
+                        up: view(file, &l.up)?,
+                        down: view(file, &l.down)?,
+                        n_expert,
+                    })
+                }
+            });
+        }
+        Ok(MappedExpertStore { layers, requests: AtomicU64::new(0), total_bytes })
+    }
+}
+
+fn slice(t: &(TensorBytes, u64), e: usize) -> &[u8] {
+    let n = t.1 as usize;
+    &t.0.as_slice()[e * n..(e + 1) * n]
+}
+
+impl ExpertStore for MappedExpertStore {
+    fn kind(&self) -> &'static str {
+        "mapped"
+    }
+
+    fn with_experts(
+        &self,
+        layer: usize,
+        experts: &[usize],
+        f: &mut dyn FnMut(&[ExpertBytes<'_>]) -> Result<()>,
+    ) -> Result<()> {
+        let Some(Some(l)) = self.layers.get(layer) else {
+            bail!("layer {layer} has no experts");
+        };
+        let mut views = Vec::with_capacity(experts.len());
+        for &e in experts {
+            if e >= l.n_expert {
+                bail!("expert {e} of layer {layer} does not exist ({} experts)", l.n_expert);
+            }
+            views.push(ExpertBytes { gate: slice(&l.gate, e), up: slice(&l.up, e), down: slice(&l.down, e) });
+        }
+        self.requests.fetch_add(experts.len() as u64, Ordering::Relaxed);
+        f(&views)
+    }
+
+    fn stats(&self) -> StoreStats {
+        let requests = self.requests.load(Ordering::Relaxed);
+        StoreStats {
+            requests,
+            hits: requests,
+            resident_bytes: self.total_bytes,
+            capacity_bytes: self.total_bytes,
+            ..StoreStats::default()
+        }
+    }
+}

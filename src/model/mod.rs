@@ -1,0 +1,59 @@
+//! A loaded model: `Config` (blueprint), `Weights` (mapped tensors), an `ExpertStore`, and the
+//! forward pass over a `State` (KV cache and scratch).
+
+pub mod config;
+mod forward;
+pub mod linalg;
+pub mod weights;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+
+pub use config::{Arch, Config};
+pub use forward::{ForwardOutput, LogitsWanted, RouteObserver, State};
+pub use weights::Weights;
+
+use crate::experts::{ExpertStore, MappedExpertStore};
+use crate::gguf::GgufFile;
+use crate::router::{Router, RouterCaps};
+
+pub struct Model {
+    pub cfg: Config,
+    pub weights: Weights,
+    pub router: Router,
+    pub store: Arc<dyn ExpertStore>,
+    /// Kept alive for the views in `weights`.
+    pub file: Arc<GgufFile>,
+}
+
+impl Model {
+    /// Opens a GGUF file and loads it with all experts served from the mapping.
+    pub fn open(path: &Path) -> Result<Model> {
+        let file = Arc::new(GgufFile::open(path)?);
+        Model::from_file(file, None)
+    }
+
+    /// Loads a model from an open file; `store` replaces the default mapped expert store.
+    pub fn from_file(file: Arc<GgufFile>, store: Option<Arc<dyn ExpertStore>>) -> Result<Model> {
+        let cfg = Config::from_gguf(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.path().display()))?;
+        let weights = Weights::load(&file, &cfg).map_err(|e| anyhow::anyhow!("{}: {e}", file.path().display()))?;
+        let store: Arc<dyn ExpertStore> = match store {
+            Some(s) => s,
+            None => Arc::new(MappedExpertStore::new(&file, &weights.expert_layouts(), cfg.n_expert)?),
+        };
+        let router = Router {
+            n_expert: cfg.n_expert,
+            n_expert_used: cfg.n_expert_used,
+            renormalize: cfg.arch.renormalizes_topk(),
+            weights_scale: cfg.expert_weights_scale,
+            caps: RouterCaps::none(),
+        };
+        Ok(Model { cfg, weights, router, store, file })
+    }
+
+    pub fn new_state(&self, n_ctx: usize) -> State {
+        State::new(&self.cfg, n_ctx)
+    }
+}

@@ -1,0 +1,97 @@
+//! The router: from a layer's router logits to the experts a token runs, and their weights.
+//!
+//! Default routing is llama.cpp's: softmax over all experts, the `expert_used_count` highest
+//! probabilities, and for architectures that renormalise (llama/Mixtral, qwen3moe) the selected
+//! weights divided by their sum (clamped below at 6.1e-5); olmoe and qwen2moe keep the raw
+//! softmax probabilities. `expert_weights_scale` (when set and not 1) multiplies the result.
+//! Caps (see `caps.rs`) may route fewer experts; they never change the default path when unset.
+
+pub mod caps;
+
+pub use caps::RouterCaps;
+
+/// Routing rules of one model.
+#[derive(Clone, Debug)]
+pub struct Router {
+    pub n_expert: usize,
+    pub n_expert_used: usize,
+    pub renormalize: bool,
+    pub weights_scale: f32,
+    pub caps: RouterCaps,
+}
+
+/// One routed expert of one token.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Choice {
+    pub expert: usize,
+    pub weight: f32,
+}
+
+impl Router {
+    /// Routes one token: `logits` are the router outputs (`n_expert` values); `probs` is scratch
+    /// of the same length; the choices replace `out`'s contents, highest probability first.
+    pub fn route(
+        &self,
+        layer: usize,
+        logits: &[f32],
+        probs: &mut [f32],
+        is_resident: &dyn Fn(usize) -> bool,
+        out: &mut Vec<Choice>,
+    ) {
+        softmax_into(logits, probs, self.caps.mask_for(layer));
+        out.clear();
+        let k = self.caps.select(layer, probs, self.n_expert_used, is_resident, out);
+        debug_assert_eq!(k, out.len());
+        if self.renormalize {
+            let sum: f32 = out.iter().map(|c| c.weight).sum();
+            let sum = sum.max(6.103_515_6e-5);
+            for c in out.iter_mut() {
+                c.weight /= sum;
+            }
+        }
+        if self.weights_scale != 0.0 && self.weights_scale != 1.0 {
+            for c in out.iter_mut() {
+                c.weight *= self.weights_scale;
+            }
+        }
+    }
+}
+
+/// Softmax of `logits` into `probs`, with masked experts at probability zero (−∞ logits).
+pub fn softmax_into(logits: &[f32], probs: &mut [f32], mask: Option<&[bool]>) {
+    let masked = |i: usize| mask.is_some_and(|m| m.get(i).copied().unwrap_or(false));
+    let mut max = f32::NEG_INFINITY;
+    for (i, &l) in logits.iter().enumerate() {
+        if !masked(i) && l > max {
+            max = l;
+        }
+    }
+    let mut sum = 0f64;
+    for (i, (&l, p)) in logits.iter().zip(probs.iter_mut()).enumerate() {
+        *p = if masked(i) { 0.0 } else { (l - max).exp() };
+        sum += *p as f64;
+    }
+    let inv = if sum > 0.0 { (1.0 / sum) as f32 } else { 0.0 };
+    for p in probs.iter_mut() {
+        *p *= inv;
+    }
+}
+
+/// Indices of the `k` largest values, descending; ties go to the lower index.
+pub fn top_k_into(probs: &[f32], k: usize, exclude: &dyn Fn(usize) -> bool, out: &mut Vec<Choice>) {
+    for _ in 0..k {
+        let mut best: Option<usize> = None;
+        for (i, &p) in probs.iter().enumerate() {
+            if exclude(i) || out.iter().any(|c| c.expert == i) {
+                continue;
+            }
+            if best.is_none_or(|b| p > probs[b]) {
+                best = Some(i);
+            }
+        }
+        match best {
+            Some(b) => out.push(Choice { expert: b, weight: probs[b] }),
+            None => break,
+        }
+    }
+}
