@@ -1,5 +1,7 @@
 //! moe-edge: run sparse Mixture-of-Experts GGUF models on small CPUs.
 
+pub mod budget;
+pub mod cli;
 pub mod experts;
 pub mod gguf;
 pub mod model;

@@ -47,7 +47,11 @@ impl MappedExpertStore {
                 }
             });
         }
-        Ok(MappedExpertStore { layers, requests: AtomicU64::new(0), total_bytes })
+        Ok(MappedExpertStore {
+            layers,
+            requests: AtomicU64::new(0),
+            total_bytes,
+        })
     }
 }
 
@@ -73,11 +77,19 @@ impl ExpertStore for MappedExpertStore {
         let mut views = Vec::with_capacity(experts.len());
         for &e in experts {
             if e >= l.n_expert {
-                bail!("expert {e} of layer {layer} does not exist ({} experts)", l.n_expert);
+                bail!(
+                    "expert {e} of layer {layer} does not exist ({} experts)",
+                    l.n_expert
+                );
             }
-            views.push(ExpertBytes { gate: slice(&l.gate, e), up: slice(&l.up, e), down: slice(&l.down, e) });
+            views.push(ExpertBytes {
+                gate: slice(&l.gate, e),
+                up: slice(&l.up, e),
+                down: slice(&l.down, e),
+            });
         }
-        self.requests.fetch_add(experts.len() as u64, Ordering::Relaxed);
+        self.requests
+            .fetch_add(experts.len() as u64, Ordering::Relaxed);
         f(&views)
     }
 

@@ -4,11 +4,13 @@
 //! resident, llama.cpp's behaviour). `CachedExpertStore` keeps only routed experts resident in a
 //! fixed pool of slots under a RAM budget, reading misses by positional reads.
 
+mod cached;
 mod mapped;
 
 use anyhow::Result;
 use serde::Serialize;
 
+pub use cached::{CacheConfig, CachedExpertStore, EvictionPolicy};
 pub use mapped::MappedExpertStore;
 
 /// One expert's three matrices (ggml row layout, types and shapes from `ExpertLayout`).
@@ -51,6 +53,11 @@ impl StoreStats {
 pub trait ExpertStore: Send + Sync {
     /// A short name for logs ("mapped", "cached").
     fn kind(&self) -> &'static str;
+
+    /// The most experts one `with_experts` call may ask for at once.
+    fn max_batch(&self) -> usize {
+        usize::MAX
+    }
 
     /// Hint that these experts of `layer` will be needed soon. Must not block on I/O.
     fn prefetch(&self, _layer: usize, _experts: &[usize]) {}

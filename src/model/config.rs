@@ -154,11 +154,17 @@ impl Config {
         let n_ctx_train = bounded(k("context_length"), caps::MAX_CTX)?;
         let rms_eps = meta.f32_or(&k("attention.layer_norm_rms_epsilon"), 1e-6)?;
         if !(rms_eps > 0.0 && rms_eps < 1.0) {
-            bail!("metadata key '{}' = {rms_eps} is out of range", k("attention.layer_norm_rms_epsilon"));
+            bail!(
+                "metadata key '{}' = {rms_eps} is out of range",
+                k("attention.layer_norm_rms_epsilon")
+            );
         }
         let rope_base = meta.f32_or(&k("rope.freq_base"), 10000.0)?;
         if !(rope_base.is_finite() && rope_base > 1.0) {
-            bail!("metadata key '{}' = {rope_base} is out of range", k("rope.freq_base"));
+            bail!(
+                "metadata key '{}' = {rope_base} is out of range",
+                k("rope.freq_base")
+            );
         }
         let rope_dims = meta.u64_or(&k("rope.dimension_count"), head_dim as u64)? as usize;
         if rope_dims == 0 || rope_dims > head_dim || rope_dims % 2 != 0 {
@@ -166,15 +172,28 @@ impl Config {
         }
         let n_expert = meta.u64_or(&k("expert_count"), 0)?;
         if n_expert > caps::MAX_EXPERTS {
-            bail!("metadata key '{}' = {n_expert} exceeds the cap of {}", k("expert_count"), caps::MAX_EXPERTS);
+            bail!(
+                "metadata key '{}' = {n_expert} exceeds the cap of {}",
+                k("expert_count"),
+                caps::MAX_EXPERTS
+            );
         }
-        let n_expert_used = if n_expert > 0 { meta.u64_key(&k("expert_used_count"))? } else { 0 };
+        let n_expert_used = if n_expert > 0 {
+            meta.u64_key(&k("expert_used_count"))?
+        } else {
+            0
+        };
         if n_expert > 0 && (n_expert_used == 0 || n_expert_used > n_expert) {
-            bail!("expert_used_count {n_expert_used} must be between 1 and expert_count {n_expert}");
+            bail!(
+                "expert_used_count {n_expert_used} must be between 1 and expert_count {n_expert}"
+            );
         }
         let is_moe_arch = matches!(arch, Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Olmoe);
         if is_moe_arch && n_expert == 0 {
-            bail!("required metadata key '{}' is missing (a {arch_name} model has experts)", k("expert_count"));
+            bail!(
+                "required metadata key '{}' is missing (a {arch_name} model has experts)",
+                k("expert_count")
+            );
         }
         let expert_weights_scale = meta.f32_or(&k("expert_weights_scale"), 0.0)?;
         let n_vocab = file

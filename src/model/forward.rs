@@ -43,8 +43,12 @@ impl State {
         State {
             n_ctx,
             n_past: 0,
-            k_cache: (0..cfg.n_layer).map(|_| vec![0f32; n_ctx * cfg.kv_dim()]).collect(),
-            v_cache: (0..cfg.n_layer).map(|_| vec![0f32; n_ctx * cfg.v_dim()]).collect(),
+            k_cache: (0..cfg.n_layer)
+                .map(|_| vec![0f32; n_ctx * cfg.kv_dim()])
+                .collect(),
+            v_cache: (0..cfg.n_layer)
+                .map(|_| vec![0f32; n_ctx * cfg.v_dim()])
+                .collect(),
             qbuf: Vec::new(),
         }
     }
@@ -56,7 +60,11 @@ impl State {
 
     /// Bytes the KV cache holds.
     pub fn kv_bytes(&self) -> u64 {
-        self.k_cache.iter().chain(&self.v_cache).map(|c| c.len() as u64 * 4).sum()
+        self.k_cache
+            .iter()
+            .chain(&self.v_cache)
+            .map(|c| c.len() as u64 * 4)
+            .sum()
     }
 }
 
@@ -105,7 +113,10 @@ impl Model {
         }
         for &t in tokens {
             if t as usize >= cfg.n_vocab {
-                bail!("token id {t} is outside the vocabulary ({} tokens)", cfg.n_vocab);
+                bail!(
+                    "token id {t} is outside the vocabulary ({} tokens)",
+                    cfg.n_vocab
+                );
             }
         }
         let e = cfg.n_embd;
@@ -130,8 +141,16 @@ impl Model {
             }
             let ffn_out = match &layer.ffn {
                 Ffn::Dense(d) => dense_ffn(d, &xn, n, &mut state.qbuf),
-                Ffn::Moe { router, experts, shared } => {
-                    let mut out = self.moe_ffn(il, router, experts, &xn, n, state.n_past, &mut observer)?;
+                Ffn::Moe {
+                    router,
+                    experts,
+                    shared,
+                } => {
+                    if self.prefetcher.enabled {
+                        self.predict_next_layer(il, &x, n);
+                    }
+                    let mut out =
+                        self.moe_ffn(il, router, experts, &xn, n, state.n_past, &mut observer)?;
                     if let Some(sh) = shared {
                         let mut s = dense_ffn(&sh.ffn, &xn, n, &mut state.qbuf);
                         if let Some(g) = &sh.gate_inp {
@@ -156,7 +175,12 @@ impl Model {
         state.n_past += n;
 
         let first = match wanted {
-            LogitsWanted::None => return Ok(ForwardOutput { logits: Vec::new(), rows: 0 }),
+            LogitsWanted::None => {
+                return Ok(ForwardOutput {
+                    logits: Vec::new(),
+                    rows: 0,
+                })
+            }
             LogitsWanted::Last => n - 1,
             LogitsWanted::All => 0,
         };
@@ -170,9 +194,22 @@ impl Model {
         Ok(ForwardOutput { logits, rows })
     }
 
-    fn attention(&self, il: usize, layer: &LayerWeights, state: &mut State, xn: &[f32], n: usize) -> Vec<f32> {
+    fn attention(
+        &self,
+        il: usize,
+        layer: &LayerWeights,
+        state: &mut State,
+        xn: &[f32],
+        n: usize,
+    ) -> Vec<f32> {
         let cfg = &self.cfg;
-        let (qd, kd, vd, hd, hdv) = (cfg.q_dim(), cfg.kv_dim(), cfg.v_dim(), cfg.head_dim, cfg.head_dim_v);
+        let (qd, kd, vd, hd, hdv) = (
+            cfg.q_dim(),
+            cfg.kv_dim(),
+            cfg.v_dim(),
+            cfg.head_dim,
+            cfg.head_dim_v,
+        );
         let mut q = vec![0f32; n * qd];
         let mut k = vec![0f32; n * kd];
         let mut v = vec![0f32; n * vd];
@@ -181,12 +218,28 @@ impl Model {
         // k and v usually share q's type: reuse the quantized activations when they do.
         let same = |m: &Matrix| m.ty.vec_dot_type() == layer.wq.ty.vec_dot_type();
         if same(&layer.wk) {
-            linear(layer.wk.ty, layer.wk.cols, layer.wk.rows, layer.wk.bytes(), qbuf, n, &mut k);
+            linear(
+                layer.wk.ty,
+                layer.wk.cols,
+                layer.wk.rows,
+                layer.wk.bytes(),
+                qbuf,
+                n,
+                &mut k,
+            );
         } else {
             apply_linear(&layer.wk, xn, n, qbuf, &mut k);
         }
         if same(&layer.wv) && same(&layer.wk) {
-            linear(layer.wv.ty, layer.wv.cols, layer.wv.rows, layer.wv.bytes(), qbuf, n, &mut v);
+            linear(
+                layer.wv.ty,
+                layer.wv.cols,
+                layer.wv.rows,
+                layer.wv.bytes(),
+                qbuf,
+                n,
+                &mut v,
+            );
         } else {
             apply_linear(&layer.wv, xn, n, qbuf, &mut v);
         }
@@ -196,14 +249,24 @@ impl Model {
         match cfg.arch.qk_norm() {
             QkNorm::None => {}
             QkNorm::PerHead => {
-                let (qn, kn) = (layer.q_norm.as_ref().unwrap(), layer.k_norm.as_ref().unwrap());
-                q.chunks_exact_mut(hd).for_each(|h| rms_norm_inplace(h, qn, cfg.rms_eps));
-                k.chunks_exact_mut(hd).for_each(|h| rms_norm_inplace(h, kn, cfg.rms_eps));
+                let (qn, kn) = (
+                    layer.q_norm.as_ref().unwrap(),
+                    layer.k_norm.as_ref().unwrap(),
+                );
+                q.chunks_exact_mut(hd)
+                    .for_each(|h| rms_norm_inplace(h, qn, cfg.rms_eps));
+                k.chunks_exact_mut(hd)
+                    .for_each(|h| rms_norm_inplace(h, kn, cfg.rms_eps));
             }
             QkNorm::Full => {
-                let (qn, kn) = (layer.q_norm.as_ref().unwrap(), layer.k_norm.as_ref().unwrap());
-                q.chunks_exact_mut(qd).for_each(|h| rms_norm_inplace(h, qn, cfg.rms_eps));
-                k.chunks_exact_mut(kd).for_each(|h| rms_norm_inplace(h, kn, cfg.rms_eps));
+                let (qn, kn) = (
+                    layer.q_norm.as_ref().unwrap(),
+                    layer.k_norm.as_ref().unwrap(),
+                );
+                q.chunks_exact_mut(qd)
+                    .for_each(|h| rms_norm_inplace(h, qn, cfg.rms_eps));
+                k.chunks_exact_mut(kd)
+                    .for_each(|h| rms_norm_inplace(h, kn, cfg.rms_eps));
             }
         }
         let neox = cfg.arch.rope_style() == RopeStyle::Neox;
@@ -285,8 +348,18 @@ impl Model {
         let mut routes: Vec<Vec<Choice>> = Vec::with_capacity(n);
         let store = &self.store;
         let resident = |x: usize| store.is_resident(il, x);
+        let predicted = self.prefetcher.take_prediction(il);
         for t in 0..n {
-            self.router.route(il, &logits[t * ne..(t + 1) * ne], &mut probs, &resident, &mut choices);
+            self.router.route(
+                il,
+                &logits[t * ne..(t + 1) * ne],
+                &mut probs,
+                &resident,
+                &mut choices,
+            );
+            if let Some(p) = &predicted {
+                self.prefetcher.score(&p[t], &choices);
+            }
             if let Some(obs) = observer.as_deref_mut() {
                 obs.observe(il, pos0 + t, &choices);
             }
@@ -304,40 +377,44 @@ impl Model {
         // Per (token, slot) outputs, summed in slot order afterwards like llama.cpp.
         let mut slot_out = vec![0f32; n * max_slots * e];
         let ff = layout.gate.rows;
-        self.store.with_experts(il, &used, &mut |experts: &[ExpertBytes<'_>]| {
-            let mut xs = Vec::new();
-            let mut qb = Vec::new();
-            for (&ex, bytes) in used.iter().zip(experts) {
-                let toks = &by_expert[ex];
-                let m = toks.len();
-                xs.clear();
-                for &(t, _) in toks {
-                    xs.extend_from_slice(&xn[t * e..(t + 1) * e]);
-                }
-                let mut g = vec![0f32; m * ff];
-                let mut u = vec![0f32; m * ff];
-                quantize_rows(layout.gate.ty, &xs, m, &mut qb);
-                linear(layout.gate.ty, e, ff, bytes.gate, &qb, m, &mut g);
-                if layout.up.ty.vec_dot_type() != layout.gate.ty.vec_dot_type() {
-                    quantize_rows(layout.up.ty, &xs, m, &mut qb);
-                }
-                linear(layout.up.ty, e, ff, bytes.up, &qb, m, &mut u);
-                for (a, b) in g.iter_mut().zip(&u) {
-                    *a = silu(*a) * b;
-                }
-                let mut d = vec![0f32; m * e];
-                quantize_rows(layout.down.ty, &g, m, &mut qb);
-                linear(layout.down.ty, ff, e, bytes.down, &qb, m, &mut d);
-                for (j, &(t, slot)) in toks.iter().enumerate() {
-                    let w = routes[t][slot].weight;
-                    let dst = &mut slot_out[(t * max_slots + slot) * e..(t * max_slots + slot + 1) * e];
-                    for (o, &v) in dst.iter_mut().zip(&d[j * e..(j + 1) * e]) {
-                        *o = v * w;
+        for group in used.chunks(self.store.max_batch().max(1)) {
+            self.store
+                .with_experts(il, group, &mut |experts: &[ExpertBytes<'_>]| {
+                    let mut xs = Vec::new();
+                    let mut qb = Vec::new();
+                    for (&ex, bytes) in group.iter().zip(experts) {
+                        let toks = &by_expert[ex];
+                        let m = toks.len();
+                        xs.clear();
+                        for &(t, _) in toks {
+                            xs.extend_from_slice(&xn[t * e..(t + 1) * e]);
+                        }
+                        let mut g = vec![0f32; m * ff];
+                        let mut u = vec![0f32; m * ff];
+                        quantize_rows(layout.gate.ty, &xs, m, &mut qb);
+                        linear(layout.gate.ty, e, ff, bytes.gate, &qb, m, &mut g);
+                        if layout.up.ty.vec_dot_type() != layout.gate.ty.vec_dot_type() {
+                            quantize_rows(layout.up.ty, &xs, m, &mut qb);
+                        }
+                        linear(layout.up.ty, e, ff, bytes.up, &qb, m, &mut u);
+                        for (a, b) in g.iter_mut().zip(&u) {
+                            *a = silu(*a) * b;
+                        }
+                        let mut d = vec![0f32; m * e];
+                        quantize_rows(layout.down.ty, &g, m, &mut qb);
+                        linear(layout.down.ty, ff, e, bytes.down, &qb, m, &mut d);
+                        for (j, &(t, slot)) in toks.iter().enumerate() {
+                            let w = routes[t][slot].weight;
+                            let dst = &mut slot_out
+                                [(t * max_slots + slot) * e..(t * max_slots + slot + 1) * e];
+                            for (o, &v) in dst.iter_mut().zip(&d[j * e..(j + 1) * e]) {
+                                *o = v * w;
+                            }
+                        }
                     }
-                }
-            }
-            Ok(())
-        })?;
+                    Ok(())
+                })?;
+        }
         let mut out = vec![0f32; n * e];
         for t in 0..n {
             let o = &mut out[t * e..(t + 1) * e];
@@ -349,6 +426,50 @@ impl Model {
             }
         }
         Ok(out)
+    }
+}
+
+impl Model {
+    /// Speculative prefetch: apply layer `il + 1`'s router to the residual stream as it enters
+    /// layer `il`'s FFN, and ask the store to load the predicted experts in the background
+    /// while layer `il` computes.
+    fn predict_next_layer(&self, il: usize, x: &[f32], n: usize) {
+        let Some(next) = self.weights.layers.get(il + 1) else {
+            return;
+        };
+        let Ffn::Moe { router, .. } = &next.ffn else {
+            return;
+        };
+        let (e, ne) = (self.cfg.n_embd, self.cfg.n_expert);
+        let mut xn = vec![0f32; n * e];
+        for (src, dst) in x.chunks_exact(e).zip(xn.chunks_exact_mut(e)) {
+            rms_norm(src, &next.ffn_norm, self.cfg.rms_eps, dst);
+        }
+        let mut logits = vec![0f32; n * ne];
+        let mut qbuf = Vec::new();
+        apply_linear(router, &xn, n, &mut qbuf, &mut logits);
+        let mut probs = vec![0f32; ne];
+        let mut choices = Vec::new();
+        let mut per_token = Vec::with_capacity(n);
+        let mut union: Vec<usize> = Vec::new();
+        for t in 0..n {
+            self.router.route(
+                il + 1,
+                &logits[t * ne..(t + 1) * ne],
+                &mut probs,
+                &|_| true,
+                &mut choices,
+            );
+            let ids: Vec<usize> = choices.iter().map(|c| c.expert).collect();
+            for &i in &ids {
+                if !union.contains(&i) {
+                    union.push(i);
+                }
+            }
+            per_token.push(ids);
+        }
+        self.store.prefetch(il + 1, &union);
+        self.prefetcher.set_prediction(il + 1, per_token);
     }
 }
 

@@ -8,7 +8,9 @@ use rayon::prelude::*;
 pub fn quantize_rows(ty: GgmlType, x: &[f32], n_rows: usize, out: &mut Vec<u8>) {
     let vt = ty.vec_dot_type();
     let cols = x.len() / n_rows;
-    let rb = vt.row_bytes(cols).expect("activation width is a multiple of the block size");
+    let rb = vt
+        .row_bytes(cols)
+        .expect("activation width is a multiple of the block size");
     out.resize(rb * n_rows, 0);
     for (src, dst) in x.chunks_exact(cols).zip(out.chunks_exact_mut(rb)) {
         moe_edge_kernels::quantize_activation(vt, src, dst);
@@ -24,7 +26,15 @@ fn rows_per_task(rows: usize, cols: usize) -> usize {
 
 /// `out[t][r] = Σ_c w[r][c] · x[t][c]` for `n_tok` tokens; `xq` holds the tokens' activations
 /// quantized with [`quantize_rows`] for `ty`.
-pub fn linear(ty: GgmlType, cols: usize, rows: usize, w: &[u8], xq: &[u8], n_tok: usize, out: &mut [f32]) {
+pub fn linear(
+    ty: GgmlType,
+    cols: usize,
+    rows: usize,
+    w: &[u8],
+    xq: &[u8],
+    n_tok: usize,
+    out: &mut [f32],
+) {
     let rb = ty.row_bytes(cols).expect("validated shape");
     debug_assert_eq!(w.len(), rb * rows);
     debug_assert_eq!(out.len(), rows * n_tok);
@@ -97,7 +107,11 @@ pub fn rope(head: &mut [f32], pos: usize, n_rot: usize, base: f32, neox: bool) {
     let mut theta = pos as f32;
     for i in (0..n_rot).step_by(2) {
         let (sin, cos) = theta.sin_cos();
-        let (a, b) = if neox { (i / 2, i / 2 + n_rot / 2) } else { (i, i + 1) };
+        let (a, b) = if neox {
+            (i / 2, i / 2 + n_rot / 2)
+        } else {
+            (i, i + 1)
+        };
         let x0 = head[a];
         let x1 = head[b];
         head[a] = x0 * cos - x1 * sin;

@@ -4,6 +4,7 @@
 pub mod config;
 mod forward;
 pub mod linalg;
+pub mod prefetch;
 pub mod weights;
 
 use std::path::Path;
@@ -24,6 +25,7 @@ pub struct Model {
     pub weights: Weights,
     pub router: Router,
     pub store: Arc<dyn ExpertStore>,
+    pub prefetcher: prefetch::Prefetcher,
     /// Kept alive for the views in `weights`.
     pub file: Arc<GgufFile>,
 }
@@ -37,11 +39,17 @@ impl Model {
 
     /// Loads a model from an open file; `store` replaces the default mapped expert store.
     pub fn from_file(file: Arc<GgufFile>, store: Option<Arc<dyn ExpertStore>>) -> Result<Model> {
-        let cfg = Config::from_gguf(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.path().display()))?;
-        let weights = Weights::load(&file, &cfg).map_err(|e| anyhow::anyhow!("{}: {e}", file.path().display()))?;
+        let cfg = Config::from_gguf(&file)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.path().display()))?;
+        let weights = Weights::load(&file, &cfg)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.path().display()))?;
         let store: Arc<dyn ExpertStore> = match store {
             Some(s) => s,
-            None => Arc::new(MappedExpertStore::new(&file, &weights.expert_layouts(), cfg.n_expert)?),
+            None => Arc::new(MappedExpertStore::new(
+                &file,
+                &weights.expert_layouts(),
+                cfg.n_expert,
+            )?),
         };
         let router = Router {
             n_expert: cfg.n_expert,
@@ -50,7 +58,15 @@ impl Model {
             weights_scale: cfg.expert_weights_scale,
             caps: RouterCaps::none(),
         };
-        Ok(Model { cfg, weights, router, store, file })
+        let prefetcher = prefetch::Prefetcher::new(cfg.n_layer, store.kind() == "cached");
+        Ok(Model {
+            cfg,
+            weights,
+            router,
+            store,
+            file,
+            prefetcher,
+        })
     }
 
     pub fn new_state(&self, n_ctx: usize) -> State {

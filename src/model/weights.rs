@@ -110,7 +110,8 @@ pub struct Weights {
 }
 
 fn get<'a>(file: &'a GgufFile, name: &str) -> Result<&'a TensorInfo> {
-    file.tensor(name).with_context(|| format!("required tensor '{name}' is missing"))
+    file.tensor(name)
+        .with_context(|| format!("required tensor '{name}' is missing"))
 }
 
 fn expect_dims(t: &TensorInfo, want: &[u64]) -> Result<()> {
@@ -119,7 +120,12 @@ fn expect_dims(t: &TensorInfo, want: &[u64]) -> Result<()> {
         have.pop();
     }
     if have != want {
-        bail!("tensor '{}' has shape {:?}, expected {:?}", t.name, t.dims, want);
+        bail!(
+            "tensor '{}' has shape {:?}, expected {:?}",
+            t.name,
+            t.dims,
+            want
+        );
     }
     Ok(())
 }
@@ -127,7 +133,13 @@ fn expect_dims(t: &TensorInfo, want: &[u64]) -> Result<()> {
 fn matrix(file: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<Matrix> {
     let t = get(file, name)?;
     expect_dims(t, &[cols as u64, rows as u64])?;
-    Ok(Matrix { name: name.to_string(), ty: t.ggml_type, rows, cols, bytes: file.tensor_bytes(t)? })
+    Ok(Matrix {
+        name: name.to_string(),
+        ty: t.ggml_type,
+        rows,
+        cols,
+        bytes: file.tensor_bytes(t)?,
+    })
 }
 
 fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vector> {
@@ -147,14 +159,26 @@ fn opt_vector(file: &GgufFile, name: &str, len: usize) -> Result<Option<Vector>>
     }
 }
 
-fn expert_tensor(file: &GgufFile, name: &str, cols: Option<usize>, rows: Option<usize>, n_expert: usize) -> Result<ExpertTensor> {
+fn expert_tensor(
+    file: &GgufFile,
+    name: &str,
+    cols: Option<usize>,
+    rows: Option<usize>,
+    n_expert: usize,
+) -> Result<ExpertTensor> {
     let t = get(file, name)?;
     if t.dims.len() != 3 || t.dims[2] != n_expert as u64 {
-        bail!("tensor '{name}' has shape {:?}, expected [cols, rows, {n_expert}]", t.dims);
+        bail!(
+            "tensor '{name}' has shape {:?}, expected [cols, rows, {n_expert}]",
+            t.dims
+        );
     }
     let (c, r) = (t.dims[0] as usize, t.dims[1] as usize);
     if cols.is_some_and(|x| x != c) || rows.is_some_and(|x| x != r) {
-        bail!("tensor '{name}' has shape {:?}, expected [{cols:?}, {rows:?}, {n_expert}]", t.dims);
+        bail!(
+            "tensor '{name}' has shape {:?}, expected [{cols:?}, {rows:?}, {n_expert}]",
+            t.dims
+        );
     }
     Ok(ExpertTensor {
         name: name.to_string(),
@@ -180,7 +204,10 @@ impl Weights {
         for il in 0..cfg.n_layer {
             let n = |s: &str| format!("blk.{il}.{s}");
             if file.tensor(&n("attn_qkv.weight")).is_some() {
-                bail!("tensor '{}' (fused QKV) is not supported yet", n("attn_qkv.weight"));
+                bail!(
+                    "tensor '{}' (fused QKV) is not supported yet",
+                    n("attn_qkv.weight")
+                );
             }
             let (q_norm, k_norm) = match cfg.arch.qk_norm() {
                 QkNorm::None => (None, None),
@@ -195,10 +222,28 @@ impl Weights {
             };
             let ffn = if cfg.is_moe() {
                 let router = matrix(file, &n("ffn_gate_inp.weight"), e, cfg.n_expert)?;
-                let gate = expert_tensor(file, &n("ffn_gate_exps.weight"), Some(e), None, cfg.n_expert)?;
+                let gate = expert_tensor(
+                    file,
+                    &n("ffn_gate_exps.weight"),
+                    Some(e),
+                    None,
+                    cfg.n_expert,
+                )?;
                 let ff = gate.rows;
-                let up = expert_tensor(file, &n("ffn_up_exps.weight"), Some(e), Some(ff), cfg.n_expert)?;
-                let down = expert_tensor(file, &n("ffn_down_exps.weight"), Some(ff), Some(e), cfg.n_expert)?;
+                let up = expert_tensor(
+                    file,
+                    &n("ffn_up_exps.weight"),
+                    Some(e),
+                    Some(ff),
+                    cfg.n_expert,
+                )?;
+                let down = expert_tensor(
+                    file,
+                    &n("ffn_down_exps.weight"),
+                    Some(ff),
+                    Some(e),
+                    cfg.n_expert,
+                )?;
                 let shared = if file.tensor(&n("ffn_up_shexp.weight")).is_some() {
                     let up_t = get(file, &n("ffn_up_shexp.weight"))?;
                     let ffs = up_t.dim(1) as usize;
@@ -219,9 +264,16 @@ impl Weights {
                     None
                 };
                 if cfg.arch == Arch::Qwen2Moe && shared.is_none() {
-                    bail!("tensor '{}' is missing (qwen2moe has a shared expert)", n("ffn_up_shexp.weight"));
+                    bail!(
+                        "tensor '{}' is missing (qwen2moe has a shared expert)",
+                        n("ffn_up_shexp.weight")
+                    );
                 }
-                Ffn::Moe { router, experts: ExpertLayout { gate, up, down }, shared }
+                Ffn::Moe {
+                    router,
+                    experts: ExpertLayout { gate, up, down },
+                    shared,
+                }
             } else {
                 let gate_t = get(file, &n("ffn_gate.weight"))?;
                 let ff = gate_t.dim(1) as usize;
@@ -236,7 +288,12 @@ impl Weights {
                 wq: matrix(file, &n("attn_q.weight"), e, cfg.q_dim())?,
                 wk: matrix(file, &n("attn_k.weight"), e, cfg.kv_dim())?,
                 wv: matrix(file, &n("attn_v.weight"), e, cfg.v_dim())?,
-                wo: matrix(file, &n("attn_output.weight"), cfg.n_head * cfg.head_dim_v, e)?,
+                wo: matrix(
+                    file,
+                    &n("attn_output.weight"),
+                    cfg.n_head * cfg.head_dim_v,
+                    e,
+                )?,
                 bq: opt_vector(file, &n("attn_q.bias"), cfg.q_dim())?,
                 bk: opt_vector(file, &n("attn_k.bias"), cfg.kv_dim())?,
                 bv: opt_vector(file, &n("attn_v.bias"), cfg.v_dim())?,
@@ -247,7 +304,12 @@ impl Weights {
                 ffn,
             });
         }
-        Ok(Weights { token_embd, layers, output_norm, output })
+        Ok(Weights {
+            token_embd,
+            layers,
+            output_norm,
+            output,
+        })
     }
 
     /// The expert layout of every MoE layer (`None` for dense layers).

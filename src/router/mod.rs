@@ -40,7 +40,9 @@ impl Router {
     ) {
         softmax_into(logits, probs, self.caps.mask_for(layer));
         out.clear();
-        let k = self.caps.select(layer, probs, self.n_expert_used, is_resident, out);
+        let k = self
+            .caps
+            .select(layer, probs, self.n_expert_used, is_resident, out);
         debug_assert_eq!(k, out.len());
         if self.renormalize {
             let sum: f32 = out.iter().map(|c| c.weight).sum();
@@ -90,7 +92,10 @@ pub fn top_k_into(probs: &[f32], k: usize, exclude: &dyn Fn(usize) -> bool, out:
             }
         }
         match best {
-            Some(b) => out.push(Choice { expert: b, weight: probs[b] }),
+            Some(b) => out.push(Choice {
+                expert: b,
+                weight: probs[b],
+            }),
             None => break,
         }
     }

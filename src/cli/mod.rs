@@ -1,0 +1,236 @@
+//! The `moe-edge` command line: one module per subcommand, shared model-loading options here.
+
+pub mod inspect;
+pub mod logits;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::budget::{self, BudgetPlan};
+use crate::experts::{CacheConfig, CachedExpertStore, EvictionPolicy};
+use crate::gguf::GgufFile;
+use crate::model::Model;
+
+/// The model bundled in the repository, used when no `-m` is given.
+pub const BUNDLED_MODEL: &str = "models/rustdoc-moe-q8_0.gguf";
+
+/// Finds the bundled model: `MOE_EDGE_MODEL`, then beside the working directory, then in the
+/// source tree the binary was built from.
+pub fn bundled_model_path() -> PathBuf {
+    if let Ok(p) = std::env::var("MOE_EDGE_MODEL") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from(BUNDLED_MODEL);
+    if local.exists() {
+        return local;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(BUNDLED_MODEL)
+}
+
+/// Options shared by every command that loads a model.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// GGUF model file (default: the bundled model, models/rustdoc-moe-q8_0.gguf)
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<PathBuf>,
+
+    /// Threads for computation (default: all cores)
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+
+    /// Context size in tokens (default: the model's training context, at most 4096)
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+
+    /// Hard RAM budget, e.g. 1.5G or 800M: only routed experts stay resident, in a cache sized
+    /// by what the non-expert weights, KV cache and working memory leave. Without it: all experts
+    /// resident if the model fits in 80 % of the box's memory (cgroup limit or MemAvailable),
+    /// else that 80 % becomes the budget.
+    #[arg(long = "ram-budget", value_name = "SIZE")]
+    pub ram_budget: Option<String>,
+
+    /// Expert cache eviction policy
+    #[arg(long = "cache-policy", value_enum, default_value_t = EvictionPolicy::Lfu)]
+    pub cache_policy: EvictionPolicy,
+
+    /// Keep these experts resident under a RAM budget (layer:expert list, e.g. 0:3,1:7,2:*, or
+    /// @FILE with items per line)
+    #[arg(long = "pin-experts", value_name = "LIST")]
+    pub pin_experts: Option<String>,
+
+    /// Do not predict and prefetch the next layer's experts
+    #[arg(long = "no-prefetch")]
+    pub no_prefetch: bool,
+
+    /// Background threads reading experts from disk
+    #[arg(long = "io-threads", default_value_t = 4)]
+    pub io_threads: usize,
+
+    /// Read experts through the page cache instead of O_DIRECT
+    #[arg(long = "no-direct-io")]
+    pub no_direct_io: bool,
+
+    /// Prompt tokens processed per batch (micro-batch)
+    #[arg(long = "ubatch-size", short = 'u', default_value_t = 128)]
+    pub ubatch: usize,
+}
+
+/// A model ready to run, with how its memory was planned.
+pub struct LoadedModel {
+    pub model: Model,
+    pub n_ctx: usize,
+    pub plan: Option<BudgetPlan>,
+    pub load_seconds: f64,
+    pub threads: usize,
+}
+
+impl ModelArgs {
+    pub fn model_path(&self) -> PathBuf {
+        self.model.clone().unwrap_or_else(bundled_model_path)
+    }
+
+    /// Sets up the thread pool once.
+    pub fn init_threads(&self) -> Result<usize> {
+        let n = self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        if n == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("cannot start the thread pool")?;
+        Ok(n)
+    }
+
+    pub fn open_file(&self) -> Result<Arc<GgufFile>> {
+        Ok(Arc::new(GgufFile::open(&self.model_path())?))
+    }
+
+    /// Loads the model: all experts mapped, or a budgeted expert cache.
+    pub fn load(&self) -> Result<LoadedModel> {
+        let start = std::time::Instant::now();
+        let threads = self.init_threads()?;
+        if self.ubatch == 0 {
+            anyhow::bail!("--ubatch-size must be at least 1");
+        }
+        let file = self.open_file()?;
+        let mapped = Model::from_file(file.clone(), None)?;
+        let cfg = mapped.cfg.clone();
+        let n_ctx = match self.ctx_size {
+            Some(0) => anyhow::bail!("--ctx-size must be at least 1"),
+            Some(c) => c,
+            None => cfg.n_ctx_train.min(4096),
+        };
+        let kv = (n_ctx * cfg.n_layer * (cfg.kv_dim() + cfg.v_dim()) * 4) as u64;
+        let ff = mapped
+            .weights
+            .expert_layouts()
+            .iter()
+            .flatten()
+            .map(|l| l.gate.rows)
+            .max()
+            .unwrap_or(0);
+        let working = budget::RUNTIME_OVERHEAD
+            + (self.ubatch * 4 * (24 * cfg.n_embd + cfg.n_expert_used * cfg.n_embd + 2 * ff)
+                + 8 * cfg.n_vocab) as u64;
+        let non_expert = mapped.weights.resident_bytes();
+        let layouts = mapped.weights.expert_layouts();
+        let slot_bytes = CachedExpertStore::slot_bytes_for(&layouts);
+        let all_experts: u64 = layouts
+            .iter()
+            .flatten()
+            .map(|l| l.bytes_per_expert() * cfg.n_expert as u64)
+            .sum();
+        let budget = match &self.ram_budget {
+            Some(s) => Some(budget::parse_size(s).context("--ram-budget")?),
+            None => {
+                let need = non_expert + kv + working + all_experts;
+                match budget::box_memory() {
+                    Some(avail) if cfg.is_moe() && need > avail / 10 * 8 => {
+                        let b = avail / 10 * 8;
+                        eprintln!(
+                            "moe-edge: the model needs {} with all experts resident, more than 80 % of this box's {}; using a RAM budget of {} (set --ram-budget to choose)",
+                            budget::fmt_mib(need),
+                            budget::fmt_mib(avail),
+                            budget::fmt_mib(b)
+                        );
+                        Some(b)
+                    }
+                    _ => None,
+                }
+            }
+        };
+        let (mut model, plan) = match budget {
+            Some(b) if cfg.is_moe() => {
+                let plan =
+                    BudgetPlan::new(b, non_expert, kv, working, slot_bytes, cfg.n_expert_used)?;
+                let total_experts = cfg.n_expert * layouts.iter().flatten().count();
+                let slots = plan.slots.min(total_experts);
+                let store = CachedExpertStore::new(
+                    file.path(),
+                    layouts,
+                    cfg.n_expert,
+                    CacheConfig {
+                        slots,
+                        policy: self.cache_policy,
+                        io_threads: self.io_threads,
+                        direct_io: !self.no_direct_io,
+                    },
+                )?;
+                let pins = self.pins(&cfg)?;
+                if !pins.is_empty() {
+                    store.pin(&pins)?;
+                }
+                drop(mapped);
+                let mut m = Model::from_file(file, Some(Arc::new(store)))?;
+                m.prefetcher.enabled = !self.no_prefetch;
+                log::info!(
+                    "RAM budget {}: {} non-expert + {} KV + {} working + {} expert slots of {}",
+                    budget::fmt_mib(b),
+                    budget::fmt_mib(non_expert),
+                    budget::fmt_mib(kv),
+                    budget::fmt_mib(working),
+                    slots,
+                    budget::fmt_mib(slot_bytes)
+                );
+                (m, Some(BudgetPlan { slots, ..plan }))
+            }
+            Some(b) => {
+                let need = non_expert + kv + working;
+                if b < need {
+                    anyhow::bail!(
+                        "--ram-budget {} is too small for this dense model: it needs at least {}",
+                        budget::fmt_mib(b),
+                        budget::fmt_mib(need)
+                    );
+                }
+                (mapped, None)
+            }
+            None => (mapped, None),
+        };
+        model.prefetcher.enabled &= !self.no_prefetch;
+        Ok(LoadedModel {
+            model,
+            n_ctx,
+            plan,
+            load_seconds: start.elapsed().as_secs_f64(),
+            threads,
+        })
+    }
+
+    /// Parses --pin-experts into (layer, expert) pairs.
+    pub fn pins(&self, cfg: &crate::model::Config) -> Result<Vec<(usize, usize)>> {
+        match &self.pin_experts {
+            None => Ok(Vec::new()),
+            Some(spec) => crate::router::caps::parse_expert_list(spec, cfg.n_layer, cfg.n_expert)
+                .context("--pin-experts"),
+        }
+    }
+}

@@ -1,0 +1,596 @@
+//! `CachedExpertStore`: only routed experts resident, in a fixed pool of slots under a RAM budget.
+//!
+//! Each slot is an owned buffer big enough for one expert's gate, up and down matrices. A miss
+//! picks a victim slot by policy (LRU or LFU with aging; pinned and in-use experts are never
+//! evicted) and reads the expert's three byte ranges with positional reads — O_DIRECT through an
+//! aligned bounce buffer where the file system allows it, else `pread` followed by
+//! `posix_fadvise(DONTNEED)` — so evicted experts leave no page cache behind and a truncated file
+//! is an error, not SIGBUS. Loads run on background I/O threads: prefetches are queued without
+//! waiting, demand misses are queued together and waited for.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+use anyhow::{bail, Context, Result};
+
+use super::{ExpertBytes, ExpertStore, StoreStats};
+use crate::model::weights::ExpertLayout;
+
+/// How a victim slot is chosen on a miss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum EvictionPolicy {
+    /// Least recently used.
+    Lru,
+    /// Least frequently used, with counts halved periodically so old popularity fades.
+    Lfu,
+}
+
+impl std::fmt::Display for EvictionPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EvictionPolicy::Lru => "lru",
+            EvictionPolicy::Lfu => "lfu",
+        })
+    }
+}
+
+/// Requests between two halvings of the LFU counts.
+const LFU_AGING_PERIOD: u64 = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    Empty,
+    Loading,
+    Ready,
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SlotMeta {
+    key: Option<(usize, usize)>,
+    state: SlotState,
+    in_use: u32,
+    pinned: bool,
+    last_use: u64,
+    freq: u64,
+    prefetched_unused: bool,
+}
+
+struct Inner {
+    slots: Vec<SlotMeta>,
+    index: HashMap<(usize, usize), usize>,
+    tick: u64,
+    stats: StoreStats,
+    last_error: Option<String>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    loaded: Condvar,
+    buffers: Vec<RwLock<Vec<u8>>>,
+    layouts: Vec<Option<ExpertLayout>>,
+    reader: ExpertReader,
+}
+
+/// Reads experts from the model file.
+struct ExpertReader {
+    path: PathBuf,
+    file: File,
+    direct: Option<File>,
+}
+
+const DIRECT_ALIGN: u64 = 4096;
+
+impl ExpertReader {
+    fn open(path: &Path, use_direct: bool) -> Result<ExpertReader> {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let direct = if use_direct {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(path)
+                .ok()
+        } else {
+            None
+        };
+        Ok(ExpertReader {
+            path: path.to_path_buf(),
+            file,
+            direct,
+        })
+    }
+
+    /// Reads `dst.len()` bytes at `offset`; `bounce` is this thread's aligned scratch.
+    fn read(
+        &self,
+        offset: u64,
+        dst: &mut [u8],
+        bounce: &mut AlignedBuf,
+        what: &dyn Fn() -> String,
+    ) -> Result<()> {
+        if let Some(direct) = &self.direct {
+            let start = offset / DIRECT_ALIGN * DIRECT_ALIGN;
+            let end = (offset + dst.len() as u64).next_multiple_of(DIRECT_ALIGN);
+            let buf = bounce.get((end - start) as usize);
+            let mut done = 0usize;
+            while done < buf.len() {
+                match direct.read_at(&mut buf[done..], start + done as u64) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => bail!("{}: cannot read {}: {e}", self.path.display(), what()),
+                }
+            }
+            let need = (offset - start) as usize + dst.len();
+            if done < need {
+                bail!(
+                    "{}: {} ends past the end of the file (was the file truncated?)",
+                    self.path.display(),
+                    what()
+                );
+            }
+            let s = (offset - start) as usize;
+            dst.copy_from_slice(&buf[s..s + dst.len()]);
+            return Ok(());
+        }
+        self.file.read_exact_at(dst, offset).with_context(|| {
+            format!(
+                "{}: cannot read {} (was the file truncated?)",
+                self.path.display(),
+                what()
+            )
+        })?;
+        // SAFETY: posix_fadvise only gives the kernel advice about this file's page cache; it
+        // reads no memory of ours and any failure is harmless.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                offset as libc::off_t,
+                dst.len() as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A growable buffer whose usable part starts at a `DIRECT_ALIGN` boundary (O_DIRECT needs it).
+struct AlignedBuf {
+    raw: Vec<u8>,
+}
+
+impl AlignedBuf {
+    fn get(&mut self, len: usize) -> &mut [u8] {
+        let need = len + DIRECT_ALIGN as usize;
+        if self.raw.len() < need {
+            self.raw = vec![0u8; need];
+        }
+        let skew = self.raw.as_ptr().align_offset(DIRECT_ALIGN as usize);
+        &mut self.raw[skew..skew + len]
+    }
+}
+
+/// Sizes and behaviour of a cached store.
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    pub slots: usize,
+    pub policy: EvictionPolicy,
+    pub io_threads: usize,
+    pub direct_io: bool,
+}
+
+pub struct CachedExpertStore {
+    shared: Arc<Shared>,
+    jobs: Mutex<Sender<usize>>,
+    policy: EvictionPolicy,
+    slot_bytes: usize,
+    n_expert: usize,
+}
+
+impl CachedExpertStore {
+    /// Bytes of the largest expert across layers: every slot has this size.
+    pub fn slot_bytes_for(layouts: &[Option<ExpertLayout>]) -> u64 {
+        layouts
+            .iter()
+            .flatten()
+            .map(|l| l.bytes_per_expert())
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn new(
+        path: &Path,
+        layouts: Vec<Option<ExpertLayout>>,
+        n_expert: usize,
+        cfg: CacheConfig,
+    ) -> Result<Self> {
+        let slot_bytes = Self::slot_bytes_for(&layouts) as usize;
+        if cfg.slots == 0 {
+            bail!("the expert cache needs at least one slot");
+        }
+        let reader = ExpertReader::open(path, cfg.direct_io)?;
+        log::info!(
+            "expert cache: {} slots of {} bytes, policy {}, {} I/O threads, {}",
+            cfg.slots,
+            slot_bytes,
+            cfg.policy,
+            cfg.io_threads,
+            if reader.direct.is_some() {
+                "O_DIRECT reads"
+            } else {
+                "buffered reads + DONTNEED"
+            }
+        );
+        let empty = SlotMeta {
+            key: None,
+            state: SlotState::Empty,
+            in_use: 0,
+            pinned: false,
+            last_use: 0,
+            freq: 0,
+            prefetched_unused: false,
+        };
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                slots: vec![empty; cfg.slots],
+                index: HashMap::new(),
+                tick: 0,
+                stats: StoreStats {
+                    capacity_bytes: (cfg.slots * slot_bytes) as u64,
+                    slots: cfg.slots as u64,
+                    ..StoreStats::default()
+                },
+                last_error: None,
+            }),
+            loaded: Condvar::new(),
+            buffers: (0..cfg.slots).map(|_| RwLock::new(Vec::new())).collect(),
+            layouts,
+            reader,
+        });
+        let (tx, rx) = channel::<usize>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..cfg.io_threads.max(1) {
+            let shared = shared.clone();
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("expert-io-{i}"))
+                .spawn(move || {
+                    let mut bounce = AlignedBuf { raw: Vec::new() };
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(slot) = job else { break };
+                        load_slot(&shared, slot, &mut bounce);
+                    }
+                })
+                .context("cannot start an expert I/O thread")?;
+        }
+        Ok(CachedExpertStore {
+            shared,
+            jobs: Mutex::new(tx),
+            policy: cfg.policy,
+            slot_bytes,
+            n_expert,
+        })
+    }
+
+    pub fn slot_bytes(&self) -> usize {
+        self.slot_bytes
+    }
+
+    /// Loads and pins experts so they are never evicted.
+    pub fn pin(&self, experts: &[(usize, usize)]) -> Result<()> {
+        for &(layer, e) in experts {
+            self.check(layer, e)?;
+            let slot = {
+                let mut inner = self.lock();
+                let pinned = inner.slots.iter().filter(|s| s.pinned).count();
+                if pinned + 1 >= inner.slots.len() {
+                    bail!("cannot pin expert {layer}:{e}: pins would fill the expert cache ({} slots)", inner.slots.len());
+                }
+                let slot = self.claim(&mut inner, layer, e, false)?;
+                inner.slots[slot].pinned = true;
+                slot
+            };
+            self.wait_ready(&[slot])?;
+            self.lock().slots[slot].in_use -= 1;
+        }
+        Ok(())
+    }
+
+    /// The experts resident now, as (layer, expert) pairs.
+    pub fn resident(&self) -> Vec<(usize, usize)> {
+        let inner = self.lock();
+        let mut v: Vec<_> = inner.index.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.shared.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check(&self, layer: usize, e: usize) -> Result<()> {
+        match self.shared.layouts.get(layer) {
+            Some(Some(_)) if e < self.n_expert => Ok(()),
+            Some(Some(_)) => bail!(
+                "expert {e} of layer {layer} does not exist ({} experts)",
+                self.n_expert
+            ),
+            _ => bail!("layer {layer} has no experts"),
+        }
+    }
+
+    /// Finds or starts loading `(layer, e)` and marks it in use. Returns its slot.
+    fn claim(&self, inner: &mut Inner, layer: usize, e: usize, prefetch: bool) -> Result<usize> {
+        inner.tick += 1;
+        let tick = inner.tick;
+        if !prefetch {
+            inner.stats.requests += 1;
+            if inner.stats.requests % LFU_AGING_PERIOD == 0 {
+                inner.slots.iter_mut().for_each(|s| s.freq /= 2);
+            }
+        }
+        if let Some(&slot) = inner.index.get(&(layer, e)) {
+            let s = &mut inner.slots[slot];
+            if !prefetch {
+                s.last_use = tick;
+                s.freq += 1;
+                s.in_use += 1;
+                if s.prefetched_unused {
+                    s.prefetched_unused = false;
+                    inner.stats.prefetch_used += 1;
+                }
+                inner.stats.hits += 1;
+            }
+            return Ok(slot);
+        }
+        let victim = self.victim(inner).with_context(|| {
+            format!(
+                "the expert cache has no free slot ({} slots, all in use or pinned): raise --ram-budget",
+                inner.slots.len()
+            )
+        })?;
+        let old = inner.slots[victim];
+        if let Some(k) = old.key {
+            inner.index.remove(&k);
+            inner.stats.evictions += 1;
+            inner.stats.resident_bytes -= self.expert_bytes(k.0);
+            if old.prefetched_unused {
+                inner.stats.prefetch_wasted += 1;
+            }
+        }
+        inner.slots[victim] = SlotMeta {
+            key: Some((layer, e)),
+            state: SlotState::Loading,
+            in_use: if prefetch { 0 } else { 1 },
+            pinned: false,
+            last_use: tick,
+            freq: if prefetch { 0 } else { 1 },
+            prefetched_unused: prefetch,
+        };
+        inner.index.insert((layer, e), victim);
+        inner.stats.resident_bytes += self.expert_bytes(layer);
+        if prefetch {
+            inner.stats.prefetch_issued += 1;
+        } else {
+            inner.stats.misses += 1;
+        }
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(victim)
+            .map_err(|_| anyhow::anyhow!("the expert I/O threads have stopped"))?;
+        Ok(victim)
+    }
+
+    fn expert_bytes(&self, layer: usize) -> u64 {
+        self.shared.layouts[layer]
+            .as_ref()
+            .map(|l| l.bytes_per_expert())
+            .unwrap_or(0)
+    }
+
+    fn victim(&self, inner: &Inner) -> Option<usize> {
+        let mut best: Option<(u64, u64, usize)> = None;
+        for (i, s) in inner.slots.iter().enumerate() {
+            if s.state == SlotState::Empty {
+                return Some(i);
+            }
+            if s.pinned || s.in_use > 0 || s.state == SlotState::Loading {
+                continue;
+            }
+            let key = match self.policy {
+                EvictionPolicy::Lru => (s.last_use, 0),
+                EvictionPolicy::Lfu => (s.freq, s.last_use),
+            };
+            let key = if s.state == SlotState::Failed {
+                (0, 0)
+            } else {
+                key
+            };
+            if best.is_none_or(|b| (key.0, key.1) < (b.0, b.1)) {
+                best = Some((key.0, key.1, i));
+            }
+        }
+        best.map(|b| b.2)
+    }
+
+    fn wait_ready(&self, slots: &[usize]) -> Result<()> {
+        let mut inner = self.lock();
+        loop {
+            let mut pending = false;
+            for &s in slots {
+                match inner.slots[s].state {
+                    SlotState::Loading => pending = true,
+                    SlotState::Failed => {
+                        let msg = inner
+                            .last_error
+                            .clone()
+                            .unwrap_or_else(|| "expert load failed".into());
+                        for &s in slots {
+                            inner.slots[s].in_use = inner.slots[s].in_use.saturating_sub(1);
+                        }
+                        bail!("{msg}");
+                    }
+                    _ => {}
+                }
+            }
+            if !pending {
+                return Ok(());
+            }
+            inner = self
+                .shared
+                .loaded
+                .wait(inner)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+fn load_slot(shared: &Shared, slot: usize, bounce: &mut AlignedBuf) {
+    let key = {
+        let inner = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.slots[slot].key
+    };
+    let Some((layer, e)) = key else { return };
+    let result = (|| -> Result<u64> {
+        let l = shared.layouts[layer]
+            .as_ref()
+            .context("layer has no experts")?;
+        let mut buf = shared.buffers[slot]
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let total = l.bytes_per_expert() as usize;
+        buf.resize(total, 0);
+        let mut at = 0usize;
+        for (t, part) in [(&l.gate, "gate"), (&l.up, "up"), (&l.down, "down")] {
+            let n = t.bytes_per_expert as usize;
+            let what = || format!("expert {e} of layer {layer} ({part}, tensor '{}')", t.name);
+            shared
+                .reader
+                .read(t.offset_of(e), &mut buf[at..at + n], bounce, &what)?;
+            at += n;
+        }
+        Ok(total as u64)
+    })();
+    let mut inner = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+    if inner.slots[slot].key == Some((layer, e)) {
+        match result {
+            Ok(n) => {
+                inner.slots[slot].state = SlotState::Ready;
+                inner.stats.bytes_read += n;
+            }
+            Err(err) => {
+                inner.slots[slot].state = SlotState::Failed;
+                inner.index.remove(&(layer, e));
+                inner.slots[slot].key = None;
+                inner.stats.resident_bytes -= shared.layouts[layer]
+                    .as_ref()
+                    .map(|l| l.bytes_per_expert())
+                    .unwrap_or(0);
+                inner.last_error = Some(format!("{err:#}"));
+            }
+        }
+    }
+    shared.loaded.notify_all();
+}
+
+impl ExpertStore for CachedExpertStore {
+    fn kind(&self) -> &'static str {
+        "cached"
+    }
+
+    fn max_batch(&self) -> usize {
+        let inner = self.lock();
+        let pinned = inner.slots.iter().filter(|s| s.pinned).count();
+        (inner.slots.len() - pinned).max(1)
+    }
+
+    fn prefetch(&self, layer: usize, experts: &[usize]) {
+        if self.check(layer, 0).is_err() {
+            return;
+        }
+        let mut inner = self.lock();
+        // Keep room for demand loads: prefetch only into slots not needed right now.
+        for &e in experts {
+            if e >= self.n_expert || inner.index.contains_key(&(layer, e)) {
+                continue;
+            }
+            if self.claim(&mut inner, layer, e, true).is_err() {
+                break;
+            }
+        }
+    }
+
+    fn with_experts(
+        &self,
+        layer: usize,
+        experts: &[usize],
+        f: &mut dyn FnMut(&[ExpertBytes<'_>]) -> Result<()>,
+    ) -> Result<()> {
+        for &e in experts {
+            self.check(layer, e)?;
+        }
+        let mut slots = Vec::with_capacity(experts.len());
+        {
+            let mut inner = self.lock();
+            for &e in experts {
+                match self.claim(&mut inner, layer, e, false) {
+                    Ok(s) => slots.push(s),
+                    Err(err) => {
+                        for &s in &slots {
+                            inner.slots[s].in_use -= 1;
+                        }
+                        return Err(err);
+                    }
+                }
+            }
+        }
+        self.wait_ready(&slots)?;
+        let result = {
+            let guards: Vec<_> = slots
+                .iter()
+                .map(|&s| {
+                    self.shared.buffers[s]
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                })
+                .collect();
+            let l = self.shared.layouts[layer].as_ref().expect("checked");
+            let (g, u) = (
+                l.gate.bytes_per_expert as usize,
+                l.up.bytes_per_expert as usize,
+            );
+            let views: Vec<ExpertBytes<'_>> = guards
+                .iter()
+                .map(|b| ExpertBytes {
+                    gate: &b[..g],
+                    up: &b[g..g + u],
+                    down: &b[g + u..],
+                })
+                .collect();
+            f(&views)
+        };
+        let mut inner = self.lock();
+        for &s in &slots {
+            inner.slots[s].in_use -= 1;
+        }
+        result
+    }
+
+    fn is_resident(&self, layer: usize, expert: usize) -> bool {
+        self.lock().index.contains_key(&(layer, expert))
+    }
+
+    fn stats(&self) -> StoreStats {
+        let inner = self.lock();
+        let mut s = inner.stats.clone();
+        s.prefetch_wasted += inner.slots.iter().filter(|x| x.prefetched_unused).count() as u64;
+        s
+    }
+}
