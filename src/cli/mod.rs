@@ -1,5 +1,6 @@
 //! The `moe-edge` command line: one module per subcommand, shared model-loading options here.
 
+pub mod bench;
 pub mod inspect;
 pub mod logits;
 
@@ -122,6 +123,7 @@ impl ModelArgs {
         }
         let file = self.open_file()?;
         let mapped = Model::from_file(file.clone(), None)?;
+        let budget_needed_for_address_space = mapped.store.kind() == "cached";
         let cfg = mapped.cfg.clone();
         let n_ctx = match self.ctx_size {
             Some(0) => anyhow::bail!("--ctx-size must be at least 1"),
@@ -150,6 +152,7 @@ impl ModelArgs {
             .sum();
         let budget = match &self.ram_budget {
             Some(s) => Some(budget::parse_size(s).context("--ram-budget")?),
+            None if budget_needed_for_address_space => None,
             None => {
                 let need = non_expert + kv + working + all_experts;
                 match budget::box_memory() {

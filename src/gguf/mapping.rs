@@ -23,8 +23,12 @@ impl FileMap {
     pub fn new(file: &File, path: &Path, offset: u64, len: usize) -> anyhow::Result<FileMap> {
         // SAFETY: the mapping is read-only and the range was validated against the file's length;
         // the remaining hazard (the file modified while mapped) is the documented contract above.
-        let map = unsafe { MmapOptions::new().offset(offset).len(len).map(file) }
-            .map_err(|e| anyhow::anyhow!("{}: cannot map {len} bytes at offset {offset}: {e}", path.display()))?;
+        let map = unsafe { MmapOptions::new().offset(offset).len(len).map(file) }.map_err(|e| {
+            anyhow::anyhow!(
+                "{}: cannot map {len} bytes at offset {offset}: {e}",
+                path.display()
+            )
+        })?;
         Ok(FileMap { map })
     }
 

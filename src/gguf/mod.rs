@@ -59,18 +59,27 @@ pub struct GgufFile {
 impl GgufFile {
     /// Opens, validates and maps a GGUF file. Errors name the file and the cause.
     pub fn open(path: &Path) -> Result<GgufFile> {
-        let file = File::open(path).with_context(|| format!("cannot open model file {}", path.display()))?;
-        let meta = file.metadata().with_context(|| format!("cannot stat {}", path.display()))?;
+        let file = File::open(path)
+            .with_context(|| format!("cannot open model file {}", path.display()))?;
+        let meta = file
+            .metadata()
+            .with_context(|| format!("cannot stat {}", path.display()))?;
         if meta.is_dir() {
             bail!("{} is a directory, not a GGUF file", path.display());
         }
         let len = meta.len();
-        let header = read_header(&file, len).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let header =
+            read_header(&file, len).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let data_len = len - header.data_offset.min(len);
         let data = if data_len == 0 {
             DataView::PerTensor(Mutex::new(HashMap::new()))
         } else if data_len <= map_limit() && usize::try_from(data_len).is_ok() {
-            DataView::Whole(FileMap::new(&file, path, header.data_offset, data_len as usize)?)
+            DataView::Whole(FileMap::new(
+                &file,
+                path,
+                header.data_offset,
+                data_len as usize,
+            )?)
         } else {
             log::info!(
                 "{}: data section ({data_len} bytes) exceeds the map limit; mapping tensors one by one",
@@ -78,7 +87,13 @@ impl GgufFile {
             );
             DataView::PerTensor(Mutex::new(HashMap::new()))
         };
-        Ok(GgufFile { path: path.to_path_buf(), file: Arc::new(file), len, header, data })
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            len,
+            header,
+            data,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -103,8 +118,28 @@ impl GgufFile {
         matches!(self.data, DataView::Whole(_))
     }
 
+    /// Names of tensors mapped one by one so far (empty when the data is mapped whole).
+    pub fn mapped_tensor_names(&self) -> Vec<String> {
+        match &self.data {
+            DataView::Whole(_) => Vec::new(),
+            DataView::PerTensor(m) => {
+                let mut v: Vec<String> = m
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .keys()
+                    .cloned()
+                    .collect();
+                v.sort();
+                v
+            }
+        }
+    }
+
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        self.header.tensor_index.get(name).map(|&i| &self.header.tensors[i])
+        self.header
+            .tensor_index
+            .get(name)
+            .map(|&i| &self.header.tensors[i])
     }
 
     /// The bytes of a tensor, through the map. Valid for the file's lifetime.
@@ -120,9 +155,11 @@ impl GgufFile {
                 let map = match maps.get(&info.name) {
                     Some(m) => m.clone(),
                     None => {
-                        let len = usize::try_from(info.n_bytes)
-                            .with_context(|| format!("tensor '{}' is too large for this address space", info.name))?;
-                        let m = Arc::new(FileMap::new(&self.file, &self.path, info.file_offset, len)?);
+                        let len = usize::try_from(info.n_bytes).with_context(|| {
+                            format!("tensor '{}' is too large for this address space", info.name)
+                        })?;
+                        let m =
+                            Arc::new(FileMap::new(&self.file, &self.path, info.file_offset, len)?);
                         maps.insert(info.name.clone(), m.clone());
                         m
                     }
@@ -177,7 +214,8 @@ fn read_header(file: &File, len: u64) -> std::result::Result<Header, String> {
     loop {
         let n = want.min(len) as usize;
         let mut buf = vec![0u8; n];
-        file.read_exact_at(&mut buf, 0).map_err(|e| format!("cannot read the header: {e}"))?;
+        file.read_exact_at(&mut buf, 0)
+            .map_err(|e| format!("cannot read the header: {e}"))?;
         match parse_header(&buf, len) {
             Ok(h) => return Ok(h),
             Err(HeaderError::Truncated { .. }) if (n as u64) < len => want = want.saturating_mul(4),
@@ -197,12 +235,17 @@ pub trait MetadataExt {
 
 impl MetadataExt for Metadata {
     fn require(&self, key: &str) -> Result<&Value> {
-        self.get(key).with_context(|| format!("required metadata key '{key}' is missing"))
+        self.get(key)
+            .with_context(|| format!("required metadata key '{key}' is missing"))
     }
     fn u64_key(&self, key: &str) -> Result<u64> {
         let v = self.require(key)?;
-        v.as_u64()
-            .with_context(|| format!("metadata key '{key}' is a {}, expected a non-negative integer", v.type_name()))
+        v.as_u64().with_context(|| {
+            format!(
+                "metadata key '{key}' is a {}, expected a non-negative integer",
+                v.type_name()
+            )
+        })
     }
     fn u64_or(&self, key: &str, default: u64) -> Result<u64> {
         match self.get(key) {
@@ -213,14 +256,21 @@ impl MetadataExt for Metadata {
     fn f32_or(&self, key: &str, default: f32) -> Result<f32> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v
-                .as_f32()
-                .with_context(|| format!("metadata key '{key}' is a {}, expected a number", v.type_name())),
+            Some(v) => v.as_f32().with_context(|| {
+                format!(
+                    "metadata key '{key}' is a {}, expected a number",
+                    v.type_name()
+                )
+            }),
         }
     }
     fn str_key(&self, key: &str) -> Result<&str> {
         let v = self.require(key)?;
-        v.as_str()
-            .with_context(|| format!("metadata key '{key}' is a {}, expected a string", v.type_name()))
+        v.as_str().with_context(|| {
+            format!(
+                "metadata key '{key}' is a {}, expected a string",
+                v.type_name()
+            )
+        })
     }
 }

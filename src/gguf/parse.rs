@@ -37,7 +37,12 @@ pub enum HeaderError {
     #[error("unsupported GGUF version {0} (moe-edge reads versions 2 and 3)")]
     BadVersion(u32),
     #[error("file is truncated: {what} needs {need} bytes at offset {at}, but the {have} bytes end first")]
-    Truncated { what: String, at: u64, need: u64, have: u64 },
+    Truncated {
+        what: String,
+        at: u64,
+        need: u64,
+        have: u64,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -184,14 +189,22 @@ impl<'a> Reader<'a> {
     fn string(&mut self, cap: u64, what: &dyn Fn() -> String) -> Result<String, HeaderError> {
         let len = self.u64(what)?;
         if len > cap {
-            return Err(invalid(format!("{}: string length {len} exceeds the cap of {cap}", what())));
+            return Err(invalid(format!(
+                "{}: string length {len} exceeds the cap of {cap}",
+                what()
+            )));
         }
         let bytes = self.take(len, what)?;
         String::from_utf8(bytes.to_vec())
             .map_err(|_| invalid(format!("{}: string is not valid UTF-8", what())))
     }
 
-    fn value(&mut self, type_id: u32, depth: u32, what: &dyn Fn() -> String) -> Result<Value, HeaderError> {
+    fn value(
+        &mut self,
+        type_id: u32,
+        depth: u32,
+        what: &dyn Fn() -> String,
+    ) -> Result<Value, HeaderError> {
         Ok(match type_id {
             0 => Value::U8(self.u8(what)?),
             1 => Value::I8(self.u8(what)? as i8),
@@ -203,12 +216,21 @@ impl<'a> Reader<'a> {
             7 => match self.u8(what)? {
                 0 => Value::Bool(false),
                 1 => Value::Bool(true),
-                b => return Err(invalid(format!("{}: bool byte {b} is neither 0 nor 1", what()))),
+                b => {
+                    return Err(invalid(format!(
+                        "{}: bool byte {b} is neither 0 nor 1",
+                        what()
+                    )))
+                }
             },
             8 => Value::String(self.string(caps::MAX_STRING_LEN, what)?),
             9 => {
                 if depth >= caps::MAX_NESTING {
-                    return Err(invalid(format!("{}: arrays nested deeper than {}", what(), caps::MAX_NESTING)));
+                    return Err(invalid(format!(
+                        "{}: arrays nested deeper than {}",
+                        what(),
+                        caps::MAX_NESTING
+                    )));
                 }
                 let elem_type = self.u32(what)?;
                 let count = self.u64(what)?;
@@ -226,7 +248,12 @@ impl<'a> Reader<'a> {
                     2 | 3 => 2,
                     4..=6 => 4,
                     8..=12 => 8,
-                    t => return Err(invalid(format!("{}: unknown array element type {t}", what()))),
+                    t => {
+                        return Err(invalid(format!(
+                            "{}: unknown array element type {t}",
+                            what()
+                        )))
+                    }
                 };
                 if count.saturating_mul(min_size) > self.remaining() {
                     return Err(HeaderError::Truncated {
@@ -245,7 +272,12 @@ impl<'a> Reader<'a> {
             10 => Value::U64(self.u64(what)?),
             11 => Value::I64(self.u64(what)? as i64),
             12 => Value::F64(f64::from_bits(self.u64(what)?)),
-            t => return Err(invalid(format!("{}: unknown metadata value type {t}", what()))),
+            t => {
+                return Err(invalid(format!(
+                    "{}: unknown metadata value type {t}",
+                    what()
+                )))
+            }
         })
     }
 }
@@ -255,7 +287,11 @@ impl<'a> Reader<'a> {
 /// `prefix` holds the first bytes of the file (at least the whole header; all of it is fine) and
 /// `file_len` the real file length, against which every tensor's range is checked.
 pub fn parse_header(prefix: &[u8], file_len: u64) -> Result<Header, HeaderError> {
-    let mut r = Reader { buf: prefix, pos: 0, file_len };
+    let mut r = Reader {
+        buf: prefix,
+        pos: 0,
+        file_len,
+    };
     let magic: [u8; 4] = r.take(4, &|| "the magic bytes".into())?.try_into().unwrap();
     if &magic != GGUF_MAGIC {
         return Err(HeaderError::BadMagic(magic));
@@ -267,10 +303,16 @@ pub fn parse_header(prefix: &[u8], file_len: u64) -> Result<Header, HeaderError>
     let n_tensors = r.u64(&|| "the tensor count".into())?;
     let n_kv = r.u64(&|| "the metadata count".into())?;
     if n_tensors > caps::MAX_TENSORS {
-        return Err(invalid(format!("tensor count {n_tensors} exceeds the cap of {}", caps::MAX_TENSORS)));
+        return Err(invalid(format!(
+            "tensor count {n_tensors} exceeds the cap of {}",
+            caps::MAX_TENSORS
+        )));
     }
     if n_kv > caps::MAX_METADATA {
-        return Err(invalid(format!("metadata count {n_kv} exceeds the cap of {}", caps::MAX_METADATA)));
+        return Err(invalid(format!(
+            "metadata count {n_kv} exceeds the cap of {}",
+            caps::MAX_METADATA
+        )));
     }
 
     let mut metadata = Metadata::default();
@@ -285,9 +327,12 @@ pub fn parse_header(prefix: &[u8], file_len: u64) -> Result<Header, HeaderError>
     let alignment = match metadata.get("general.alignment") {
         None => DEFAULT_ALIGNMENT,
         Some(v) => {
-            let a = v
-                .as_u64()
-                .ok_or_else(|| invalid(format!("general.alignment is a {}, expected an integer", v.type_name())))?;
+            let a = v.as_u64().ok_or_else(|| {
+                invalid(format!(
+                    "general.alignment is a {}, expected an integer",
+                    v.type_name()
+                ))
+            })?;
             if a == 0 || !a.is_power_of_two() || a > caps::MAX_ALIGNMENT {
                 return Err(invalid(format!(
                     "general.alignment {a} is not a power of two up to {}",
@@ -312,14 +357,19 @@ pub fn parse_header(prefix: &[u8], file_len: u64) -> Result<Header, HeaderError>
         let what = || format!("tensor '{name}'");
         let n_dims = r.u32(&what)?;
         if n_dims == 0 || n_dims > caps::MAX_DIMS {
-            return Err(invalid(format!("tensor '{name}': {n_dims} dimensions (1 to {} allowed)", caps::MAX_DIMS)));
+            return Err(invalid(format!(
+                "tensor '{name}': {n_dims} dimensions (1 to {} allowed)",
+                caps::MAX_DIMS
+            )));
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         let mut n_elements: u64 = 1;
         for _ in 0..n_dims {
             let d = r.u64(&what)?;
             if d == 0 || d > caps::MAX_ELEMENTS {
-                return Err(invalid(format!("tensor '{name}': dimension {d} is out of range")));
+                return Err(invalid(format!(
+                    "tensor '{name}': dimension {d} is out of range"
+                )));
             }
             n_elements = n_elements
                 .checked_mul(d)
@@ -347,12 +397,20 @@ pub fn parse_header(prefix: &[u8], file_len: u64) -> Result<Header, HeaderError>
             .ok_or_else(|| invalid(format!("tensor '{name}': byte size overflows")))?;
         let offset = r.u64(&what)?;
         if offset % alignment != 0 {
-            return Err(invalid(format!("tensor '{name}': offset {offset} is not aligned to {alignment}")));
+            return Err(invalid(format!(
+                "tensor '{name}': offset {offset} is not aligned to {alignment}"
+            )));
         }
         if tensor_index.insert(name.clone(), raw.len()).is_some() {
             return Err(invalid(format!("tensor '{name}' appears twice")));
         }
-        raw.push(RawTensor { name, dims, ggml_type, offset, n_bytes });
+        raw.push(RawTensor {
+            name,
+            dims,
+            ggml_type,
+            offset,
+            n_bytes,
+        });
     }
 
     let header_len = r.pos as u64;
@@ -380,7 +438,15 @@ pub fn parse_header(prefix: &[u8], file_len: u64) -> Result<Header, HeaderError>
         });
     }
     check_no_overlap(&tensors)?;
-    Ok(Header { version, metadata, tensors, tensor_index, alignment, data_offset, header_len })
+    Ok(Header {
+        version,
+        metadata,
+        tensors,
+        tensor_index,
+        alignment,
+        data_offset,
+        header_len,
+    })
 }
 
 /// Two tensors sharing bytes is a lying header (or an attempt to alias weights): refuse it.
@@ -392,7 +458,10 @@ fn check_no_overlap(tensors: &[TensorInfo]) -> Result<(), HeaderError> {
     ranges.sort_unstable();
     for w in ranges.windows(2) {
         if w[1].0 < w[0].1 {
-            return Err(invalid(format!("tensors '{}' and '{}' overlap in the file", w[0].2, w[1].2)));
+            return Err(invalid(format!(
+                "tensors '{}' and '{}' overlap in the file",
+                w[0].2, w[1].2
+            )));
         }
     }
     Ok(())

@@ -16,7 +16,16 @@ pub use config::{Arch, Config};
 pub use forward::{ForwardOutput, LogitsWanted, RouteObserver, State};
 pub use weights::Weights;
 
-use crate::experts::{ExpertStore, MappedExpertStore};
+use crate::experts::{
+    CacheConfig, CachedExpertStore, EvictionPolicy, ExpertStore, MappedExpertStore,
+};
+
+/// Expert cache size when the file cannot be mapped whole and no budget was given (32-bit).
+pub const DEFAULT_WINDOWED_CACHE: u64 = if cfg!(target_pointer_width = "32") {
+    256 << 20
+} else {
+    1 << 30
+};
 use crate::gguf::GgufFile;
 use crate::router::{Router, RouterCaps};
 
@@ -45,6 +54,28 @@ impl Model {
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.path().display()))?;
         let store: Arc<dyn ExpertStore> = match store {
             Some(s) => s,
+            None if cfg.is_moe() && !file.is_mapped_whole() => {
+                // The address space cannot hold the file: experts are read into a cache.
+                let layouts = weights.expert_layouts();
+                let slot = CachedExpertStore::slot_bytes_for(&layouts).max(1);
+                let total = cfg.n_expert * layouts.iter().flatten().count();
+                let slots = ((DEFAULT_WINDOWED_CACHE / slot) as usize)
+                    .clamp(cfg.n_expert_used.max(1), total.max(1));
+                log::info!(
+                    "experts are read into a {slots}-slot cache (the file is not mapped whole)"
+                );
+                Arc::new(CachedExpertStore::new(
+                    file.path(),
+                    layouts,
+                    cfg.n_expert,
+                    CacheConfig {
+                        slots,
+                        policy: EvictionPolicy::Lfu,
+                        io_threads: 2,
+                        direct_io: true,
+                    },
+                )?)
+            }
             None => Arc::new(MappedExpertStore::new(
                 &file,
                 &weights.expert_layouts(),

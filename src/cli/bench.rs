@@ -1,0 +1,216 @@
+//! `moe-edge bench`: like llama-bench. Prompt processing and generation tokens/s (mean ± sd over
+//! repetitions, excluding load, tokenization and sampling), with the memory-bandwidth roofline
+//! for generation: bytes of weights touched per token ÷ a read bandwidth measured here.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use rayon::prelude::*;
+
+use super::ModelArgs;
+use crate::model::weights::Ffn;
+use crate::model::{LogitsWanted, Model};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt tokens (0 skips the prompt test)
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 128)]
+    pub n_prompt: usize,
+    /// Generated tokens (0 skips the generation test)
+    #[arg(short = 'n', long = "n-gen", default_value_t = 32)]
+    pub n_gen: usize,
+    /// Repetitions of each test
+    #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
+    pub reps: usize,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// Skip the memory-bandwidth measurement
+    #[arg(long = "no-roofline")]
+    pub no_roofline: bool,
+}
+
+/// Bytes of weights one decoded token reads: every non-expert matrix except the embedding table
+/// (one row), plus `n_expert_used` experts per MoE layer.
+pub fn bytes_per_token(model: &Model, experts_per_token: usize) -> u64 {
+    let w = &model.weights;
+    let m = |x: &crate::model::weights::Matrix| x.bytes().len() as u64;
+    let mut total = m(&w.output) + w.token_embd.row_bytes() as u64;
+    for l in &w.layers {
+        total += m(&l.wq) + m(&l.wk) + m(&l.wv) + m(&l.wo);
+        match &l.ffn {
+            Ffn::Dense(d) => total += m(&d.gate) + m(&d.up) + m(&d.down),
+            Ffn::Moe {
+                router,
+                experts,
+                shared,
+            } => {
+                total += m(router) + experts.bytes_per_expert() * experts_per_token as u64;
+                if let Some(s) = shared {
+                    total += m(&s.ffn.gate) + m(&s.ffn.up) + m(&s.ffn.down);
+                }
+            }
+        }
+    }
+    total
+}
+
+/// Read bandwidth in bytes/s with `threads` threads over a buffer of `bytes` (best of 3 passes).
+pub fn measure_read_bandwidth(bytes: usize) -> f64 {
+    let n = bytes / 8;
+    let buf: Vec<u64> = (0..n as u64).collect();
+    let threads = rayon::current_num_threads();
+    let chunk = n.div_ceil(threads);
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let s: u64 = buf
+            .par_chunks(chunk)
+            .map(|c| {
+                let mut acc = [0u64; 8];
+                for block in c.chunks_exact(8) {
+                    for i in 0..8 {
+                        acc[i] = acc[i].wrapping_add(block[i]);
+                    }
+                }
+                acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
+            })
+            .sum();
+        std::hint::black_box(s);
+        best = best.max(bytes as f64 / t.elapsed().as_secs_f64());
+    }
+    best
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len().max(2) - 1) as f64;
+    (m, var.sqrt())
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let mut margs = args.model.clone();
+    if margs.ctx_size.is_none() {
+        margs.ctx_size = Some((args.n_prompt + args.n_gen).max(1));
+    }
+    let loaded = margs.load()?;
+    let model = &loaded.model;
+    let reps = args.reps.max(1);
+    let vocab = model.cfg.n_vocab as u32;
+    // Deterministic pseudo-random tokens, as llama-bench uses random tokens.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next_token = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % vocab as u64) as u32
+    };
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    // Warm-up: one short run touches the weights (and fills an expert cache).
+    {
+        let mut st = model.new_state(loaded.n_ctx);
+        let warm: Vec<u32> = (0..4.min(loaded.n_ctx)).map(|_| next_token()).collect();
+        model.forward(&mut st, &warm, LogitsWanted::Last, None)?;
+    }
+    let store_before = model.store.stats();
+    for _ in 0..reps {
+        if args.n_prompt > 0 {
+            let toks: Vec<u32> = (0..args.n_prompt).map(|_| next_token()).collect();
+            let mut st = model.new_state(loaded.n_ctx);
+            let t = Instant::now();
+            for chunk in toks.chunks(margs.ubatch) {
+                model.forward(&mut st, chunk, LogitsWanted::Last, None)?;
+            }
+            pp.push(args.n_prompt as f64 / t.elapsed().as_secs_f64());
+        }
+        if args.n_gen > 0 {
+            let mut st = model.new_state(loaded.n_ctx);
+            let t = Instant::now();
+            for _ in 0..args.n_gen {
+                model.forward(&mut st, &[next_token()], LogitsWanted::Last, None)?;
+            }
+            tg.push(args.n_gen as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    let store = model.store.stats();
+    let per_token = bytes_per_token(model, model.cfg.n_expert_used);
+    let bandwidth = if args.no_roofline {
+        None
+    } else {
+        Some(measure_read_bandwidth(1 << 30))
+    };
+    let (pp_m, pp_sd) = if pp.is_empty() {
+        (0.0, 0.0)
+    } else {
+        mean_sd(&pp)
+    };
+    let (tg_m, tg_sd) = if tg.is_empty() {
+        (0.0, 0.0)
+    } else {
+        mean_sd(&tg)
+    };
+    let roofline = bandwidth.map(|b| b / per_token as f64);
+    let misses = store.misses - store_before.misses;
+    let requests = store.requests - store_before.requests;
+    let name = model
+        .file
+        .path()
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if args.json {
+        let v = serde_json::json!({
+            "model": name, "threads": loaded.threads, "kernels": moe_edge_kernels::active_level().to_string(),
+            "n_prompt": args.n_prompt, "n_gen": args.n_gen, "repetitions": reps,
+            "pp_tps": pp, "pp_mean": pp_m, "pp_sd": pp_sd, "tg_tps": tg, "tg_mean": tg_m, "tg_sd": tg_sd,
+            "bytes_per_token": per_token, "read_bandwidth": bandwidth, "roofline_tps": roofline,
+            "roofline_fraction": roofline.map(|r| tg_m / r),
+            "expert_store": model.store.kind(), "expert_requests": requests, "expert_misses": misses,
+            "expert_bytes_read": store.bytes_read - store_before.bytes_read,
+            "budget": loaded.plan,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("| model | threads | kernels | experts | test | t/s |");
+    println!("| --- | ---: | --- | --- | --- | ---: |");
+    let kind = model.store.kind();
+    let level = moe_edge_kernels::active_level();
+    if !pp.is_empty() {
+        println!(
+            "| {name} | {} | {level} | {kind} | pp{} | {pp_m:.2} ± {pp_sd:.2} |",
+            loaded.threads, args.n_prompt
+        );
+    }
+    if !tg.is_empty() {
+        println!(
+            "| {name} | {} | {level} | {kind} | tg{} | {tg_m:.2} ± {tg_sd:.2} |",
+            loaded.threads, args.n_gen
+        );
+    }
+    println!();
+    println!(
+        "weights read per generated token: {:.1} MiB",
+        per_token as f64 / 1048576.0
+    );
+    if let (Some(b), Some(r)) = (bandwidth, roofline) {
+        println!(
+            "measured read bandwidth: {:.1} GB/s -> generation roofline {:.1} t/s; reached {:.0} %",
+            b / 1e9,
+            r,
+            100.0 * tg_m / r
+        );
+    }
+    if kind == "cached" && requests > 0 {
+        println!(
+            "expert cache: hit rate {:.1} %, {:.1} MiB read from disk during the tests",
+            100.0 * (1.0 - misses as f64 / requests as f64),
+            (store.bytes_read - store_before.bytes_read) as f64 / 1048576.0
+        );
+    }
+    Ok(())
+}
