@@ -17,6 +17,10 @@ enum Command {
     Inspect(cli::inspect::InspectArgs),
     /// Write every position's logits for a token sequence to a .npy file
     Logits(cli::logits::LogitsArgs),
+    /// Measure prompt and generation speed (like llama-bench), with the bandwidth roofline
+    Bench(cli::bench::BenchArgs),
+    /// Write a real-shaped MoE model with random weights (benchmarks)
+    Synth(cli::synth::SynthArgs),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +31,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Logits(a) => cli::logits::run(a),
+        Command::Bench(a) => cli::bench::run(a),
+        Command::Synth(a) => cli::synth::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

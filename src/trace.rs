@@ -32,8 +32,13 @@ pub struct TraceWriter {
 
 impl TraceWriter {
     pub fn create(path: &Path) -> Result<TraceWriter> {
-        let f = File::create(path).with_context(|| format!("cannot create trace file {}", path.display()))?;
-        Ok(TraceWriter { out: BufWriter::new(f), error: None, records: 0 })
+        let f = File::create(path)
+            .with_context(|| format!("cannot create trace file {}", path.display()))?;
+        Ok(TraceWriter {
+            out: BufWriter::new(f),
+            error: None,
+            records: 0,
+        })
     }
 
     pub fn finish(mut self) -> Result<u64> {
@@ -69,14 +74,19 @@ pub fn read_trace(path: &Path) -> Result<Vec<TraceRecord>> {
     let f = File::open(path).with_context(|| format!("cannot open trace {}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in BufReader::new(f).lines().enumerate() {
-        let line = line.with_context(|| format!("{}: cannot read line {}", path.display(), i + 1))?;
+        let line =
+            line.with_context(|| format!("{}: cannot read line {}", path.display(), i + 1))?;
         if line.trim().is_empty() {
             continue;
         }
         let rec: TraceRecord = serde_json::from_str(&line)
             .with_context(|| format!("{}:{}: not a routing trace record", path.display(), i + 1))?;
         if rec.experts.len() != rec.weights.len() {
-            bail!("{}:{}: experts and weights differ in length", path.display(), i + 1);
+            bail!(
+                "{}:{}: experts and weights differ in length",
+                path.display(),
+                i + 1
+            );
         }
         out.push(rec);
     }

@@ -202,7 +202,11 @@ pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
 pub fn q3k_scales(packed: &[u8; 12]) -> [u8; 16] {
     let mut out = [0u8; 16];
     for (j, o) in out.iter_mut().enumerate() {
-        let low = if j < 8 { packed[j] & 0xF } else { packed[j - 8] >> 4 };
+        let low = if j < 8 {
+            packed[j] & 0xF
+        } else {
+            packed[j - 8] >> 4
+        };
         let high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
         *o = low | (high << 4);
     }

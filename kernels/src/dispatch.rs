@@ -15,7 +15,8 @@ pub(crate) type DotFn = unsafe fn(n: usize, w: &[u8], a: &[u8]) -> f32;
 /// `out[r] = dot(row r, a)` for `out.len()` rows of `n` elements back to back in `w`.
 pub(crate) type MatvecFn = unsafe fn(n: usize, w: &[u8], a: &[u8], out: &mut [f32]);
 /// `out[t * n_rows + r] = dot(row r, activation row t)`, `n_rows = out.len() / n_tokens`.
-pub(crate) type MatmulFn = unsafe fn(n: usize, w: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]);
+pub(crate) type MatmulFn =
+    unsafe fn(n: usize, w: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]);
 
 /// Kernels for one weight type. The `unsafe` in the pointer types only means "needs the CPU
 /// features of the table's level": a table is built only for a level the CPU supports, so
@@ -82,6 +83,9 @@ fn build(level: KernelLevel) -> KernelTable {
 /// If this CPU does not support `level` (use `KernelLevel::is_supported` first).
 pub(crate) fn table(level: KernelLevel) -> &'static KernelTable {
     static TABLES: [OnceLock<KernelTable>; 6] = [const { OnceLock::new() }; 6];
-    assert!(level.is_supported(), "kernel level {level} is not supported by this CPU");
+    assert!(
+        level.is_supported(),
+        "kernel level {level} is not supported by this CPU"
+    );
     TABLES[level as usize].get_or_init(|| build(level))
 }

@@ -57,12 +57,17 @@ impl KernelLevel {
 
     /// Every level this CPU supports, lowest first (always starts with `Scalar`).
     pub fn supported() -> Vec<KernelLevel> {
-        KernelLevel::ALL.into_iter().filter(|l| l.is_supported()).collect()
+        KernelLevel::ALL
+            .into_iter()
+            .filter(|l| l.is_supported())
+            .collect()
     }
 
     /// The best level this CPU supports.
     pub fn best_supported() -> KernelLevel {
-        *KernelLevel::supported().last().unwrap_or(&KernelLevel::Scalar)
+        *KernelLevel::supported()
+            .last()
+            .unwrap_or(&KernelLevel::Scalar)
     }
 }
 
@@ -109,7 +114,10 @@ pub enum LevelChoice {
     Forced(KernelLevel),
     /// The request could not be honoured (unknown name or a level this CPU lacks); the best
     /// detected level is used instead.
-    Rejected { requested: String, used: KernelLevel },
+    Rejected {
+        requested: String,
+        used: KernelLevel,
+    },
 }
 
 impl LevelChoice {
@@ -122,17 +130,22 @@ impl LevelChoice {
 }
 
 /// Picks a level from an optional request (the `MOE_EDGE_KERNELS` value) and a support test.
-pub fn choose_level(requested: Option<&str>, supported: impl Fn(KernelLevel) -> bool) -> LevelChoice {
+pub fn choose_level(
+    requested: Option<&str>,
+    supported: impl Fn(KernelLevel) -> bool,
+) -> LevelChoice {
     let best = KernelLevel::ALL
         .into_iter()
-        .filter(|&l| supported(l))
-        .next_back()
+        .rfind(|&l| supported(l))
         .unwrap_or(KernelLevel::Scalar);
     match requested.map(str::trim).filter(|s| !s.is_empty()) {
         None => LevelChoice::Detected(best),
         Some(req) => match req.parse::<KernelLevel>() {
             Ok(l) if supported(l) => LevelChoice::Forced(l),
-            _ => LevelChoice::Rejected { requested: req.to_string(), used: best },
+            _ => LevelChoice::Rejected {
+                requested: req.to_string(),
+                used: best,
+            },
         },
     }
 }

@@ -12,6 +12,8 @@
 //! Length preconditions are checked with `assert!` (the callers validate shapes first, so a
 //! failure is a bug in the caller, never bad input reaching here).
 #![deny(clippy::undocumented_unsafe_blocks)]
+// Kernels index several arrays with one counter to mirror the reference algorithms.
+#![allow(clippy::needless_range_loop)]
 
 pub mod blocks;
 mod dispatch;
@@ -30,7 +32,10 @@ pub use types::GgmlType;
 fn row_bytes_of(ty: GgmlType, n: usize) -> usize {
     match ty.row_bytes(n) {
         Some(b) => b,
-        None => panic!("{n} elements is not a whole number of {ty} blocks of {}", ty.block_size()),
+        None => panic!(
+            "{n} elements is not a whole number of {ty} blocks of {}",
+            ty.block_size()
+        ),
     }
 }
 
@@ -59,7 +64,11 @@ pub fn quantize_activation(vec_dot_ty: GgmlType, src: &[f32], dst: &mut [u8]) {
 /// [`quantize_activation`] at an explicit level.
 pub fn quantize_activation_at(level: KernelLevel, ty: GgmlType, src: &[f32], dst: &mut [u8]) {
     let bytes = row_bytes_of(ty, src.len());
-    assert_eq!(dst.len(), bytes, "quantize_activation: {ty} destination length");
+    assert_eq!(
+        dst.len(),
+        bytes,
+        "quantize_activation: {ty} destination length"
+    );
     let f = dispatch::table(level).get(ty).quantize;
     // SAFETY: supported level (checked in `table`); lengths checked above.
     unsafe { f(src, dst) }
@@ -79,9 +88,17 @@ pub fn vec_dot(ty: GgmlType, n: usize, w_row: &[u8], act: &[u8]) -> f32 {
 
 /// [`vec_dot`] at an explicit level.
 pub fn vec_dot_at(level: KernelLevel, ty: GgmlType, n: usize, w_row: &[u8], act: &[u8]) -> f32 {
-    assert_eq!(w_row.len(), row_bytes_of(ty, n), "vec_dot: {ty} weight row length");
+    assert_eq!(
+        w_row.len(),
+        row_bytes_of(ty, n),
+        "vec_dot: {ty} weight row length"
+    );
     let vdt = ty.vec_dot_type();
-    assert_eq!(act.len(), row_bytes_of(vdt, n), "vec_dot: {vdt} activation row length");
+    assert_eq!(
+        act.len(),
+        row_bytes_of(vdt, n),
+        "vec_dot: {vdt} activation row length"
+    );
     let f = dispatch::table(level).get(ty).vec_dot;
     // SAFETY: supported level (checked in `table`); both rows have exactly `n` elements.
     unsafe { f(n, w_row, act) }
@@ -94,11 +111,26 @@ pub fn matvec(ty: GgmlType, n_cols: usize, w_rows: &[u8], act: &[u8], out: &mut 
 }
 
 /// [`matvec`] at an explicit level.
-pub fn matvec_at(level: KernelLevel, ty: GgmlType, n_cols: usize, w_rows: &[u8], act: &[u8], out: &mut [f32]) {
+pub fn matvec_at(
+    level: KernelLevel,
+    ty: GgmlType,
+    n_cols: usize,
+    w_rows: &[u8],
+    act: &[u8],
+    out: &mut [f32],
+) {
     let rb = row_bytes_of(ty, n_cols);
-    assert_eq!(Some(w_rows.len()), rb.checked_mul(out.len()), "matvec: {ty} weight length");
+    assert_eq!(
+        Some(w_rows.len()),
+        rb.checked_mul(out.len()),
+        "matvec: {ty} weight length"
+    );
     let vdt = ty.vec_dot_type();
-    assert_eq!(act.len(), row_bytes_of(vdt, n_cols), "matvec: {vdt} activation row length");
+    assert_eq!(
+        act.len(),
+        row_bytes_of(vdt, n_cols),
+        "matvec: {vdt} activation row length"
+    );
     let k = dispatch::table(level).get(ty);
     if out.is_empty() {
         return;
@@ -119,7 +151,14 @@ pub fn matvec_at(level: KernelLevel, ty: GgmlType, n_cols: usize, w_rows: &[u8],
 /// `ty.vec_dot_type()`) back to back; `out[t * n_rows + r]` receives row `r` · token `t`, where
 /// `n_rows = w_rows.len() / ty.row_bytes(n_cols)` and `out.len() == n_tokens * n_rows`.
 /// Each weight row is read from memory once for all tokens.
-pub fn matmul(ty: GgmlType, n_cols: usize, w_rows: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
+pub fn matmul(
+    ty: GgmlType,
+    n_cols: usize,
+    w_rows: &[u8],
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
     matmul_at(active_level(), ty, n_cols, w_rows, acts, n_tokens, out)
 }
 
@@ -134,13 +173,24 @@ pub fn matmul_at(
     out: &mut [f32],
 ) {
     let rb = row_bytes_of(ty, n_cols);
-    assert!(rb > 0 || w_rows.is_empty(), "matmul: zero-length rows");
-    let n_rows = if rb == 0 { 0 } else { w_rows.len() / rb };
-    assert_eq!(w_rows.len(), n_rows * rb, "matmul: {ty} weight length is not whole rows");
+    let n_rows = w_rows.len().checked_div(rb).unwrap_or(0);
+    assert_eq!(
+        w_rows.len(),
+        n_rows * rb,
+        "matmul: {ty} weight length is not whole rows"
+    );
     let vdt = ty.vec_dot_type();
     let ab = row_bytes_of(vdt, n_cols);
-    assert_eq!(Some(acts.len()), ab.checked_mul(n_tokens), "matmul: {vdt} activations length");
-    assert_eq!(Some(out.len()), n_rows.checked_mul(n_tokens), "matmul: output length");
+    assert_eq!(
+        Some(acts.len()),
+        ab.checked_mul(n_tokens),
+        "matmul: {vdt} activations length"
+    );
+    assert_eq!(
+        Some(out.len()),
+        n_rows.checked_mul(n_tokens),
+        "matmul: output length"
+    );
     if out.is_empty() {
         return;
     }

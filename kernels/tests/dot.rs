@@ -24,8 +24,7 @@ fn block_elems(ty: GgmlType) -> usize {
 }
 
 /// vec_dot equals the dequantized dot product to float rounding (the integer sums are exact;
-/// only the block scales and the final float sum round): |err| ≤ 2e-6·Σ|w·a| (F16/BF16/F32
-/// ignore the bound's scale and are exact up to f64→f32 rounding of the sum).
+/// only the block scales and the final float sum round): |err| ≤ 2e-6·Σ|w·a|.
 #[test]
 fn vec_dot_matches_dequantized_reference() {
     let mut rng = Rng::new(1);
@@ -40,8 +39,18 @@ fn vec_dot_matches_dequantized_reference() {
             let (want, scale) = reference(ty, n, &w, &a);
             for level in KernelLevel::supported() {
                 let got = vec_dot_at(level, ty, n, &w, &a) as f64;
-                let tol = 2e-6 * scale + 1e-6 * want.abs() + 1e-30;
-                assert!((got - want).abs() <= tol, "{ty} n={n} {level}: {got} vs {want} (tol {tol})");
+                // Q8_1 stores s = d·Σq rounded to f16, so the min term of Q4_1/Q5_1 carries a
+                // 2^-11 relative error the dequantized reference does not have.
+                let rel = if ty.vec_dot_type() == GgmlType::Q8_1 {
+                    1e-3
+                } else {
+                    2e-6
+                };
+                let tol = rel * scale + 1e-6 * want.abs() + 1e-30;
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{ty} n={n} {level}: {got} vs {want} (tol {tol})"
+                );
             }
         }
     }
@@ -74,7 +83,9 @@ fn vec_dot_approximates_true_dot() {
             let wf = rng.normals(n);
             let af = rng.normals(n);
             let truth: f64 = wf.iter().zip(&af).map(|(a, b)| *a as f64 * *b as f64).sum();
-            let norm = (wf.iter().map(|v| (v * v) as f64).sum::<f64>() * af.iter().map(|v| (v * v) as f64).sum::<f64>()).sqrt();
+            let norm = (wf.iter().map(|v| (v * v) as f64).sum::<f64>()
+                * af.iter().map(|v| (v * v) as f64).sum::<f64>())
+            .sqrt();
             let w = quantize(ty, &wf);
             let a = quantize(ty.vec_dot_type(), &af);
             let got = vec_dot(ty, n, &w, &a) as f64;
@@ -85,7 +96,7 @@ fn vec_dot_approximates_true_dot() {
     }
 }
 
-/// matvec and matmul agree with vec_dot row by row (same kernels, so to float rounding) at every
+/// matvec and matmul agree with the scalar vec_dot row by row (to float rounding) at every
 /// level, for odd row and token counts.
 #[test]
 fn matvec_and_matmul_agree_with_vec_dot() {
@@ -95,13 +106,23 @@ fn matvec_and_matmul_agree_with_vec_dot() {
             let n = nb * block_elems(ty);
             let rb = ty.row_bytes(n).unwrap();
             let ab = ty.vec_dot_type().row_bytes(n).unwrap();
-            let w: Vec<u8> = (0..rows).flat_map(|_| quantize(ty, &rng.normals(n))).collect();
-            let acts: Vec<u8> = (0..tokens).flat_map(|_| quantize(ty.vec_dot_type(), &rng.normals(n))).collect();
+            let w: Vec<u8> = (0..rows)
+                .flat_map(|_| quantize(ty, &rng.normals(n)))
+                .collect();
+            let acts: Vec<u8> = (0..tokens)
+                .flat_map(|_| quantize(ty.vec_dot_type(), &rng.normals(n)))
+                .collect();
             let want: Vec<f32> = (0..tokens)
                 .flat_map(|t| {
                     let (w, acts) = (&w, &acts);
                     (0..rows).map(move |r| {
-                        vec_dot_at(KernelLevel::Scalar, ty, n, &w[r * rb..(r + 1) * rb], &acts[t * ab..(t + 1) * ab])
+                        vec_dot_at(
+                            KernelLevel::Scalar,
+                            ty,
+                            n,
+                            &w[r * rb..(r + 1) * rb],
+                            &acts[t * ab..(t + 1) * ab],
+                        )
                     })
                 })
                 .collect();
@@ -113,10 +134,17 @@ fn matvec_and_matmul_agree_with_vec_dot() {
                     matvec_at(level, ty, n, &w, &acts[t * ab..(t + 1) * ab], &mut mv);
                     for r in 0..rows {
                         let e = want[t * rows + r];
-                        let tol = 1e-5 * e.abs().max(1.0);
+                        // Unit-gaussian data: Σ|w·a| ≈ 0.64·n, so this is ~1.5e-6·Σ|w·a|.
+                        let tol = 1e-6 * n as f32 + 1e-6;
                         let (g1, g2) = (out[t * rows + r], mv[r]);
-                        assert!((g1 - e).abs() <= tol, "{ty} {level} matmul r{r} t{t}: {g1} vs {e}");
-                        assert!((g2 - e).abs() <= tol, "{ty} {level} matvec r{r} t{t}: {g2} vs {e}");
+                        assert!(
+                            (g1 - e).abs() <= tol,
+                            "{ty} {level} matmul r{r} t{t}: {g1} vs {e}"
+                        );
+                        assert!(
+                            (g2 - e).abs() <= tol,
+                            "{ty} {level} matvec r{r} t{t}: {g2} vs {e}"
+                        );
                     }
                 }
             }
@@ -148,16 +176,31 @@ fn level_names_round_trip_and_choice() {
     assert!("avx3".parse::<KernelLevel>().is_err());
     assert_eq!(KernelLevel::supported()[0], KernelLevel::Scalar);
     let only_avx2 = |l: KernelLevel| matches!(l, KernelLevel::Scalar | KernelLevel::Avx2);
-    assert_eq!(choose_level(None, only_avx2), LevelChoice::Detected(KernelLevel::Avx2));
-    assert_eq!(choose_level(Some("scalar"), only_avx2), LevelChoice::Forced(KernelLevel::Scalar));
-    assert_eq!(choose_level(Some(" AVX2 "), only_avx2), LevelChoice::Forced(KernelLevel::Avx2));
+    assert_eq!(
+        choose_level(None, only_avx2),
+        LevelChoice::Detected(KernelLevel::Avx2)
+    );
+    assert_eq!(
+        choose_level(Some("scalar"), only_avx2),
+        LevelChoice::Forced(KernelLevel::Scalar)
+    );
+    assert_eq!(
+        choose_level(Some(" AVX2 "), only_avx2),
+        LevelChoice::Forced(KernelLevel::Avx2)
+    );
     assert_eq!(
         choose_level(Some("avx512"), only_avx2),
-        LevelChoice::Rejected { requested: "avx512".into(), used: KernelLevel::Avx2 }
+        LevelChoice::Rejected {
+            requested: "avx512".into(),
+            used: KernelLevel::Avx2
+        }
     );
     assert_eq!(
         choose_level(Some("bogus"), only_avx2),
-        LevelChoice::Rejected { requested: "bogus".into(), used: KernelLevel::Avx2 }
+        LevelChoice::Rejected {
+            requested: "bogus".into(),
+            used: KernelLevel::Avx2
+        }
     );
     assert!(active_level().is_supported());
 }

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod inspect;
 pub mod logits;
+pub mod synth;
 
 use std::path::PathBuf;
 use std::sync::Arc;

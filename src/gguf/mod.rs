@@ -9,6 +9,7 @@
 mod mapping;
 mod parse;
 mod value;
+pub mod writer;
 
 use std::collections::HashMap;
 use std::fs::File;

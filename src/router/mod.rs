@@ -6,8 +6,10 @@
 //! softmax probabilities. `expert_weights_scale` (when set and not 1) multiplies the result.
 //! Caps (see `caps.rs`) may route fewer experts; they never change the default path when unset.
 
+pub mod args;
 pub mod caps;
 
+pub use args::RouterArgs;
 pub use caps::RouterCaps;
 
 /// Routing rules of one model.

@@ -1,9 +1,12 @@
-//! AArch64 kernels.
+//! AArch64 kernels. (32-bit ARM builds use the scalar kernels.)
+
+mod neon;
 
 use crate::dispatch::KernelTable;
 use crate::level::KernelLevel;
 
 /// Replaces the entries of `t` that `level` (NEON or above) has faster kernels for.
 pub(crate) fn fill(level: KernelLevel, t: &mut KernelTable) {
-    let _ = (level, t);
+    debug_assert!(level >= KernelLevel::Neon && level.is_supported());
+    neon::fill(level, t);
 }

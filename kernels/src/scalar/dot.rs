@@ -187,9 +187,18 @@ pub(crate) fn q3_k_levels(b: &BlockQ3K) -> [i8; QK_K] {
 /// The 8-lane integer accumulation ggml's generic K-quant kernels use: lane `l` gathers
 /// `scale(group) * a[i] * q8[i]` for every `i ≡ l (mod 8)`; `group_len` is 16 or 32.
 #[inline(always)]
-fn lanes8(a: &[i8; QK_K], q8: &[i8; QK_K], group_len: usize, scale: impl Fn(usize) -> i32) -> [i32; 8] {
+fn lanes8(
+    a: &[i8; QK_K],
+    q8: &[i8; QK_K],
+    group_len: usize,
+    scale: impl Fn(usize) -> i32,
+) -> [i32; 8] {
     let mut acc = [0i32; 8];
-    for (g, (ag, qg)) in a.chunks_exact(group_len).zip(q8.chunks_exact(group_len)).enumerate() {
+    for (g, (ag, qg)) in a
+        .chunks_exact(group_len)
+        .zip(q8.chunks_exact(group_len))
+        .enumerate()
+    {
         let s = scale(g);
         for (a8, q8) in ag.chunks_exact(8).zip(qg.chunks_exact(8)) {
             for l in 0..8 {

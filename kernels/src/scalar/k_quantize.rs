@@ -209,7 +209,8 @@ fn make_qkx2_quants(
 fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8; QK_K / 4]) {
     for j in (0..QK_K).step_by(128) {
         for i in 0..32 {
-            qs[j / 4 + i] = l[j + i] | (l[j + i + 32] << 2) | (l[j + i + 64] << 4) | (l[j + i + 96] << 6);
+            qs[j / 4 + i] =
+                l[j + i] | (l[j + i + 32] << 2) | (l[j + i + 64] << 4) | (l[j + i + 96] << 6);
         }
     }
 }
@@ -229,7 +230,17 @@ pub fn q2_k(x: &[f32], y: &mut [BlockQ2K]) {
             for (w, v) in weights.iter_mut().zip(xs) {
                 *w = v.abs();
             }
-            let (s, m) = make_qkx2_quants(xs, &weights, 3, &mut l[16 * j..16 * j + 16], &mut laux, -0.5, 0.1, 15, true);
+            let (s, m) = make_qkx2_quants(
+                xs,
+                &weights,
+                3,
+                &mut l[16 * j..16 * j + 16],
+                &mut laux,
+                -0.5,
+                0.1,
+                15,
+                true,
+            );
             scales[j] = s;
             mins[j] = m;
             max_scale = max_scale.max_keep(s);
@@ -338,7 +349,15 @@ fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8], out: &mut [u8; 12]) {
 }
 
 /// Shared front half of Q4_K/Q5_K: group scales/mins, packed, and the per-element levels.
-fn q45_k_levels(x: &[f32], nmax: i32, rmin: f32, nstep: i32, b_d: &mut F16Bits, b_dmin: &mut F16Bits, packed: &mut [u8; 12]) -> [u8; QK_K] {
+fn q45_k_levels(
+    x: &[f32],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+    b_d: &mut F16Bits,
+    b_dmin: &mut F16Bits,
+    packed: &mut [u8; 12],
+) -> [u8; QK_K] {
     let mut l = [0u8; QK_K];
     let mut laux = [0u8; 32];
     let mut weights = [0.0f32; 32];
@@ -356,13 +375,27 @@ fn q45_k_levels(x: &[f32], nmax: i32, rmin: f32, nstep: i32, b_d: &mut F16Bits, 
         for (w, v) in weights.iter_mut().zip(xs) {
             *w = av_x + v.abs();
         }
-        let (s, m) = make_qkx2_quants(xs, &weights, nmax, &mut l[32 * j..32 * j + 32], &mut laux, rmin, 0.1, nstep, false);
+        let (s, m) = make_qkx2_quants(
+            xs,
+            &weights,
+            nmax,
+            &mut l[32 * j..32 * j + 32],
+            &mut laux,
+            rmin,
+            0.1,
+            nstep,
+            false,
+        );
         scales[j] = s;
         mins[j] = m;
         max_scale = max_scale.max_keep(s);
         max_min = max_min.max_keep(m);
     }
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];
@@ -461,7 +494,8 @@ pub fn q6_k(x: &[f32], y: &mut [BlockQ6K]) {
                 let q = |k: usize| l[i + 32 * k] as u8;
                 b.ql[64 * half + i] = (q(0) & 0xF) | ((q(2) & 0xF) << 4);
                 b.ql[64 * half + i + 32] = (q(1) & 0xF) | ((q(3) & 0xF) << 4);
-                b.qh[32 * half + i] = (q(0) >> 4) | ((q(1) >> 4) << 2) | ((q(2) >> 4) << 4) | ((q(3) >> 4) << 6);
+                b.qh[32 * half + i] =
+                    (q(0) >> 4) | ((q(1) >> 4) << 2) | ((q(2) >> 4) << 4) | ((q(3) >> 4) << 6);
             }
         }
     }

@@ -42,7 +42,10 @@ pub fn fixture(name: &str) -> Vec<u8> {
 }
 
 pub fn fixture_f32(name: &str) -> Vec<f32> {
-    fixture(name).chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    fixture(name)
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// Quantizes `x` to `ty` with the reference quantizer.
