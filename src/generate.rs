@@ -49,7 +49,12 @@ pub struct Session<'m> {
 
 impl<'m> Session<'m> {
     pub fn new(model: &'m Model, tokenizer: &'m Tokenizer, n_ctx: usize) -> Session<'m> {
-        Session { model, tokenizer, state: model.new_state(n_ctx), tokens: Vec::new() }
+        Session {
+            model,
+            tokenizer,
+            state: model.new_state(n_ctx),
+            tokens: Vec::new(),
+        }
     }
 
     /// Evaluates `new_tokens` after what is cached, reusing the longest common prefix when
@@ -75,8 +80,19 @@ impl<'m> Session<'m> {
         let mut last = Vec::new();
         let chunks: Vec<&[u32]> = new_tokens.chunks(ubatch.max(1)).collect();
         for (i, chunk) in chunks.iter().enumerate() {
-            let wanted = if i + 1 == chunks.len() { LogitsWanted::Last } else { LogitsWanted::None };
-            let out = self.model.forward(&mut self.state, chunk, wanted, observer.as_deref_mut())?;
+            let wanted = if i + 1 == chunks.len() {
+                LogitsWanted::Last
+            } else {
+                LogitsWanted::None
+            };
+            let out = self.model.forward(
+                &mut self.state,
+                chunk,
+                wanted,
+                observer
+                    .as_mut()
+                    .map(|o| &mut **o as &mut dyn RouteObserver),
+            )?;
             self.tokens.extend_from_slice(chunk);
             if wanted == LogitsWanted::Last {
                 last = out.logits;
@@ -86,8 +102,18 @@ impl<'m> Session<'m> {
     }
 
     /// Sets the cache to `tokens`: keeps the common prefix, evaluates the rest.
-    pub fn sync_to(&mut self, tokens: &[u32], ubatch: usize, observer: Option<&mut dyn RouteObserver>) -> Result<Vec<f32>> {
-        let mut common = self.tokens.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+    pub fn sync_to(
+        &mut self,
+        tokens: &[u32],
+        ubatch: usize,
+        observer: Option<&mut dyn RouteObserver>,
+    ) -> Result<Vec<f32>> {
+        let mut common = self
+            .tokens
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
         if common == tokens.len() {
             // Re-evaluate the last token to get its logits.
             common = common.saturating_sub(1);
@@ -107,7 +133,7 @@ impl<'m> Session<'m> {
         mut observer: Option<&mut dyn RouteObserver>,
     ) -> Result<(String, GenStats)> {
         let mut sampler = Sampler::new(opts.sampler.clone());
-        let mut decoder = StreamDecoder::new(self.tokenizer);
+        let mut decoder = StreamDecoder::new(self.tokenizer, false);
         let mut text = String::new();
         let mut emitted = 0usize;
         let mut stats = GenStats::default();
@@ -115,7 +141,10 @@ impl<'m> Session<'m> {
         let max_stop = opts.stop.iter().map(|s| s.len()).max().unwrap_or(0);
         let mut stop_reason = "max tokens";
         for _ in 0..opts.max_tokens {
-            let recent_from = self.tokens.len().saturating_sub(opts.sampler.repeat_last_n.max(0) as usize);
+            let recent_from = self
+                .tokens
+                .len()
+                .saturating_sub(opts.sampler.repeat_last_n.max(0) as usize);
             let id = sampler.sample(&mut logits, &self.tokens[recent_from..]);
             stats.generated_tokens += 1;
             if !opts.ignore_eos && self.tokenizer.is_eog(id) {
@@ -150,7 +179,14 @@ impl<'m> Session<'m> {
                 stop_reason = "context full";
                 break;
             }
-            let out = self.model.forward(&mut self.state, &[id], LogitsWanted::Last, observer.as_deref_mut())?;
+            let out = self.model.forward(
+                &mut self.state,
+                &[id],
+                LogitsWanted::Last,
+                observer
+                    .as_mut()
+                    .map(|o| &mut **o as &mut dyn RouteObserver),
+            )?;
             self.tokens.push(id);
             logits = out.logits;
         }

@@ -2,11 +2,13 @@
 
 pub mod analysis;
 pub mod budget;
+pub mod chat;
 pub mod cli;
 pub mod experts;
+pub mod generate;
 pub mod gguf;
 pub mod model;
 pub mod router;
+pub mod sampling;
 pub mod tokenizer;
 pub mod trace;
-pub mod sampling;

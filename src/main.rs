@@ -13,6 +13,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Generate text from a prompt (default: the bundled model and a sample prompt)
+    Run(cli::run::RunArgs),
+    /// Chat interactively using the model's chat template
+    Chat(cli::chat::ChatArgs),
+    /// Tokenize text like llama-tokenize
+    Tokenize(cli::tokenize::TokenizeArgs),
+    /// Measure perplexity (and KL divergence against a saved base) like llama-perplexity
+    Perplexity(cli::perplexity::PerplexityArgs),
     /// Show a GGUF file's architecture, tensors and memory needs
     Inspect(cli::inspect::InspectArgs),
     /// Write every position's logits for a token sequence to a .npy file
@@ -21,6 +29,10 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Write a real-shaped MoE model with random weights (benchmarks)
     Synth(cli::synth::SynthArgs),
+    /// Expert utilisation heatmap (terminal, SVG, PNG), entropy, co-activation and reuse distance of a routing trace
+    RoutingStats(cli::routing_stats::RoutingStatsArgs),
+    /// Replay a routing trace against expert-cache policies (LRU, LFU, Belady's optimum)
+    Simulate(cli::simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,10 +41,16 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(a) => cli::run::run(a),
+        Command::Chat(a) => cli::chat::run(a),
+        Command::Tokenize(a) => cli::tokenize::run(a),
+        Command::Perplexity(a) => cli::perplexity::run(a),
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Logits(a) => cli::logits::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::Synth(a) => cli::synth::run(a),
+        Command::RoutingStats(a) => cli::routing_stats::run(a),
+        Command::Simulate(a) => cli::simulate::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -346,8 +346,12 @@ impl Sampler {
             n => &recent[recent.len().saturating_sub(n as usize)..],
         };
         self.window.clear();
-        self.window
-            .extend(window.iter().copied().filter(|&t| (t as usize) < logits.len()));
+        self.window.extend(
+            window
+                .iter()
+                .copied()
+                .filter(|&t| (t as usize) < logits.len()),
+        );
         self.window.sort_unstable();
         let mut i = 0;
         while i < self.window.len() {

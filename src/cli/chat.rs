@@ -32,8 +32,12 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let loaded = args.model.load()?;
     let model = &loaded.model;
     let meta = model.file.metadata();
-    let tokenizer = Tokenizer::from_gguf(meta).map_err(|e| anyhow::anyhow!("{}: {e}", model.file.path().display()))?;
-    let piece = |id: Option<u32>| id.map(|i| tokenizer.token_text(i).to_string()).unwrap_or_default();
+    let tokenizer = Tokenizer::from_gguf(meta)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", model.file.path().display()))?;
+    let piece = |id: Option<u32>| {
+        id.map(|i| tokenizer.token_text(i).to_string())
+            .unwrap_or_default()
+    };
     let (bos, eos) = (piece(tokenizer.bos()), piece(tokenizer.eos()));
     let template = match meta.get("tokenizer.chat_template").and_then(|v| v.as_str()) {
         Some(src) => ChatTemplate::new(Some(src), &bos, &eos)?,
@@ -41,7 +45,11 @@ pub fn run(args: ChatArgs) -> Result<()> {
             let has_chatml = tokenizer.encode("<|im_start|>", false, true).len() == 1;
             eprintln!(
                 "moe-edge: this model has no chat template; using the {} fallback",
-                if has_chatml { "ChatML" } else { "plain 'role: content'" }
+                if has_chatml {
+                    "ChatML"
+                } else {
+                    "plain 'role: content'"
+                }
             );
             ChatTemplate::fallback(has_chatml, &bos, &eos)?
         }

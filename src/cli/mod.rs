@@ -1,9 +1,15 @@
 //! The `moe-edge` command line: one module per subcommand, shared model-loading options here.
 
 pub mod bench;
+pub mod chat;
 pub mod inspect;
 pub mod logits;
+pub mod perplexity;
+pub mod routing_stats;
+pub mod run;
+pub mod simulate;
 pub mod synth;
+pub mod tokenize;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,6 +81,9 @@ pub struct ModelArgs {
     #[arg(long = "no-direct-io")]
     pub no_direct_io: bool,
 
+    #[command(flatten)]
+    pub router: crate::router::RouterArgs,
+
     /// Prompt tokens processed per batch (micro-batch)
     #[arg(long = "ubatch-size", short = 'u', default_value_t = 128)]
     pub ubatch: usize,
@@ -104,10 +113,18 @@ impl ModelArgs {
         if n == 0 {
             anyhow::bail!("--threads must be at least 1");
         }
-        rayon::ThreadPoolBuilder::new()
+        // A second model in the same process (tests, sweeps) keeps the pool already built.
+        if rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
-            .context("cannot start the thread pool")?;
+            .is_err()
+        {
+            log::debug!(
+                "thread pool already running with {} threads",
+                rayon::current_num_threads()
+            );
+            return Ok(rayon::current_num_threads());
+        }
         Ok(n)
     }
 
@@ -141,6 +158,7 @@ impl ModelArgs {
             .max()
             .unwrap_or(0);
         let working = budget::RUNTIME_OVERHEAD
+            + 3 * file.header().header_len
             + (self.ubatch * 4 * (24 * cfg.n_embd + cfg.n_expert_used * cfg.n_embd + 2 * ff)
                 + 8 * cfg.n_vocab) as u64;
         let non_expert = mapped.weights.resident_bytes();
@@ -186,6 +204,7 @@ impl ModelArgs {
                         policy: self.cache_policy,
                         io_threads: self.io_threads,
                         direct_io: !self.no_direct_io,
+                        reserve: cfg.n_expert_used,
                     },
                 )?;
                 let pins = self.pins(&cfg)?;
@@ -219,6 +238,23 @@ impl ModelArgs {
             }
             None => (mapped, None),
         };
+        if cfg.is_moe() {
+            model.router.caps = self
+                .router
+                .to_caps(
+                    model.cfg.n_layer,
+                    model.cfg.n_expert,
+                    model.cfg.n_expert_used,
+                )
+                .context("routing flags")?;
+        } else if !self
+            .router
+            .to_caps(1, 1, 1)
+            .map(|c| c.is_plain())
+            .unwrap_or(false)
+        {
+            anyhow::bail!("routing flags (--max-active-experts, --expert-mask, ...) need a model with experts");
+        }
         model.prefetcher.enabled &= !self.no_prefetch;
         Ok(LoadedModel {
             model,

@@ -34,7 +34,11 @@ pub struct PerplexityArgs {
     #[arg(long = "kl-divergence-base", value_name = "FILE")]
     pub kl_base: Option<PathBuf>,
     /// Compare this run with a saved base (--kl-divergence-base)
-    #[arg(long = "kl-divergence", value_name = "FILE", conflicts_with = "kl_base")]
+    #[arg(
+        long = "kl-divergence",
+        value_name = "FILE",
+        conflicts_with = "kl_base"
+    )]
     pub kl: Option<PathBuf>,
     /// Write the routing trace of the run (JSON Lines)
     #[arg(long = "trace")]
@@ -126,12 +130,15 @@ pub fn measure(
             2 * n_ctx
         );
     }
-    let n_chunk = (tokens.len() / n_ctx).min(max_chunks.unwrap_or(usize::MAX)).max(1);
+    let n_chunk = (tokens.len() / n_ctx)
+        .min(max_chunks.unwrap_or(usize::MAX))
+        .max(1);
     let n_vocab = model.cfg.n_vocab;
     let first = n_ctx / 2;
     let mut writer = match kl_base {
         Some(p) => {
-            let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
+            let f = std::fs::File::create(p)
+                .with_context(|| format!("cannot create {}", p.display()))?;
             let mut w = BufWriter::new(f);
             w.write_all(KLD_MAGIC)?;
             for v in [n_ctx as u32, n_vocab as u32, n_chunk as u32] {
@@ -146,10 +153,12 @@ pub fn measure(
     };
     let mut base = match kl {
         Some(p) => {
-            let f = std::fs::File::open(p).with_context(|| format!("cannot open KL base {}", p.display()))?;
+            let f = std::fs::File::open(p)
+                .with_context(|| format!("cannot open KL base {}", p.display()))?;
             let mut r = BufReader::new(f);
             let mut magic = [0u8; 8];
-            r.read_exact(&mut magic).with_context(|| format!("{}: not a KL base file", p.display()))?;
+            r.read_exact(&mut magic)
+                .with_context(|| format!("{}: not a KL base file", p.display()))?;
             if &magic != KLD_MAGIC {
                 bail!("{}: not a moe-edge KL base file (wrong magic)", p.display());
             }
@@ -163,16 +172,27 @@ pub fn measure(
                 );
             }
             if bn_chunk < n_chunk {
-                bail!("{}: base has {bn_chunk} chunks, this run needs {n_chunk}", p.display());
+                bail!(
+                    "{}: base has {bn_chunk} chunks, this run needs {n_chunk}",
+                    p.display()
+                );
             }
             let mut btoks = vec![0u32; bn_chunk * bn_ctx];
             for t in btoks.iter_mut() {
                 *t = read_u32(&mut r)?;
             }
             if btoks[..n_chunk * n_ctx] != tokens[..n_chunk * n_ctx] {
-                bail!("{}: base was made from different text (tokens differ)", p.display());
+                bail!(
+                    "{}: base was made from different text (tokens differ)",
+                    p.display()
+                );
             }
-            Some(Base { n_ctx: bn_ctx, n_vocab: bn_vocab, tokens: btoks, reader: r })
+            Some(Base {
+                n_ctx: bn_ctx,
+                n_vocab: bn_vocab,
+                tokens: btoks,
+                reader: r,
+            })
         }
         None => None,
     };
@@ -197,8 +217,17 @@ pub fn measure(
         state.truncate(0);
         let mut logits = Vec::with_capacity(n_ctx * n_vocab);
         for (i, part) in chunk.chunks(ubatch.max(1)).enumerate() {
-            let wanted = if (i + 1) * ubatch.max(1) > first { LogitsWanted::All } else { LogitsWanted::None };
-            let out = model.forward(&mut state, part, wanted, trace.as_deref_mut().map(|t| t as _))?;
+            let wanted = if (i + 1) * ubatch.max(1) > first {
+                LogitsWanted::All
+            } else {
+                LogitsWanted::None
+            };
+            let out = model.forward(
+                &mut state,
+                part,
+                wanted,
+                trace.as_deref_mut().map(|t| t as _),
+            )?;
             if wanted == LogitsWanted::All {
                 let skip = first.saturating_sub(i * ubatch.max(1));
                 logits.extend_from_slice(&out.logits[skip.min(part.len()) * n_vocab..]);
@@ -219,7 +248,9 @@ pub fn measure(
                 }
             }
             if let Some(b) = base.as_mut() {
-                b.reader.read_exact(&mut bbytes).context("KL base file is truncated")?;
+                b.reader
+                    .read_exact(&mut bbytes)
+                    .context("KL base file is truncated")?;
                 for (k, ch) in bbytes.chunks_exact(2).enumerate() {
                     blp[k] = f16::from_bits(u16::from_le_bytes([ch[0], ch[1]])).to_f64();
                 }
@@ -255,7 +286,11 @@ pub fn measure(
     let mean = nll / count as f64;
     let ppl = mean.exp();
     let var = nll2 / count as f64 - mean * mean;
-    let ppl_err = if var > 0.0 && count > 1 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
+    let ppl_err = if var > 0.0 && count > 1 {
+        (var / (count - 1) as f64).sqrt() * ppl
+    } else {
+        0.0
+    };
     let kld = base.map(|_| {
         klds.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let n = klds.len();
@@ -264,7 +299,11 @@ pub fn measure(
         let kvar = kld_sum2 / n as f64 - kmean * kmean;
         KldResult {
             mean: kmean,
-            mean_err: if n > 1 { (kvar.max(0.0) / (n - 1) as f64).sqrt() } else { 0.0 },
+            mean_err: if n > 1 {
+                (kvar.max(0.0) / (n - 1) as f64).sqrt()
+            } else {
+                0.0
+            },
             max: klds[n - 1],
             p99: pct(0.99),
             p90: pct(0.90),
@@ -291,10 +330,19 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     let model = &loaded.model;
     let tokenizer = Tokenizer::from_gguf(model.file.metadata())
         .map_err(|e| anyhow::anyhow!("{}: {e}", model.file.path().display()))?;
-    let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
     let tokens = tokenizer.encode(&text, true, false);
-    let add_bos = if tokenizer.add_bos() { tokenizer.bos() } else { None };
-    let mut trace = args.trace.as_ref().map(|p| TraceWriter::create(p)).transpose()?;
+    let add_bos = if tokenizer.add_bos() {
+        tokenizer.bos()
+    } else {
+        None
+    };
+    let mut trace = args
+        .trace
+        .as_ref()
+        .map(|p| TraceWriter::create(p))
+        .transpose()?;
     let r = measure(
         &loaded,
         &tokens,
@@ -330,7 +378,10 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
         println!("Same top token      : {:.3} %", k.same_top * 100.0);
     }
     if args.kl_base.is_some() {
-        println!("saved base log-probabilities to {}", args.kl_base.as_ref().unwrap().display());
+        println!(
+            "saved base log-probabilities to {}",
+            args.kl_base.as_ref().unwrap().display()
+        );
     }
     if args.json {
         println!("{}", serde_json::to_string(&r)?);

@@ -57,7 +57,7 @@ impl SamplingArgs {
             repeat_last_n: self.repeat_last_n,
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
-            seed: self.seed,
+            seed: Some(self.seed),
         }
     }
 }
@@ -108,7 +108,11 @@ pub fn peak_rss() -> Option<u64> {
 }
 
 /// The summary lines (stderr) and JSON after a generation.
-pub fn summarize(loaded: &LoadedModel, stats: &GenStats, json_path: Option<&PathBuf>) -> Result<()> {
+pub fn summarize(
+    loaded: &LoadedModel,
+    stats: &GenStats,
+    json_path: Option<&PathBuf>,
+) -> Result<()> {
     let m = &loaded.model;
     let store = m.store.stats();
     eprintln!();
@@ -162,7 +166,8 @@ pub fn summarize(loaded: &LoadedModel, stats: &GenStats, json_path: Option<&Path
             "prefetch_accuracy": m.prefetcher.accuracy(),
             "budget": loaded.plan,
         });
-        std::fs::write(p, serde_json::to_string_pretty(&v)?).with_context(|| format!("cannot write {}", p.display()))?;
+        std::fs::write(p, serde_json::to_string_pretty(&v)?)
+            .with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(())
 }
@@ -170,7 +175,8 @@ pub fn summarize(loaded: &LoadedModel, stats: &GenStats, json_path: Option<&Path
 pub fn prompt_text(prompt: &Option<String>, file: &Option<PathBuf>) -> Result<String> {
     Ok(match (prompt, file) {
         (Some(p), _) => p.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("cannot read prompt file {}", f.display()))?,
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read prompt file {}", f.display()))?,
         (None, None) => DEFAULT_PROMPT.to_string(),
     })
 }
@@ -185,7 +191,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     if tokens.is_empty() {
         anyhow::bail!("the prompt is empty");
     }
-    let mut trace = args.trace.as_ref().map(|p| TraceWriter::create(p)).transpose()?;
+    let mut trace = args
+        .trace
+        .as_ref()
+        .map(|p| TraceWriter::create(p))
+        .transpose()?;
     let mut session = Session::new(model, &tokenizer, loaded.n_ctx);
     let mut stdout = std::io::stdout().lock();
     if !args.no_display_prompt {
@@ -217,7 +227,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     stats.prompt_seconds = prompt_seconds;
     if let Some(t) = trace {
         let n = t.finish()?;
-        eprintln!("wrote {n} routing records to {}", args.trace.as_ref().unwrap().display());
+        eprintln!(
+            "wrote {n} routing records to {}",
+            args.trace.as_ref().unwrap().display()
+        );
     }
     summarize(&loaded, &stats, args.stats_json.as_ref())
 }

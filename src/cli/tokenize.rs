@@ -40,13 +40,18 @@ pub struct TokenizeArgs {
 pub fn run(args: TokenizeArgs) -> Result<()> {
     let path = args.model.clone().unwrap_or_else(super::bundled_model_path);
     let file = GgufFile::open(&path)?;
-    let tok = Tokenizer::from_gguf(file.metadata()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let tok = Tokenizer::from_gguf(file.metadata())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let text = match (&args.prompt, &args.file, args.stdin) {
         (Some(p), _, _) => p.clone(),
-        (None, Some(f), _) => std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
+        (None, Some(f), _) => {
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?
+        }
         (None, None, true) => {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("cannot read standard input")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read standard input")?;
             s
         }
         (None, None, false) => anyhow::bail!("give the text with --prompt, --file or --stdin"),

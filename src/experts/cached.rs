@@ -182,6 +182,8 @@ pub struct CacheConfig {
     pub policy: EvictionPolicy,
     pub io_threads: usize,
     pub direct_io: bool,
+    /// Slots prefetches must leave for demand loads (one token's experts).
+    pub reserve: usize,
 }
 
 pub struct CachedExpertStore {
@@ -190,6 +192,7 @@ pub struct CachedExpertStore {
     policy: EvictionPolicy,
     slot_bytes: usize,
     n_expert: usize,
+    reserve: usize,
 }
 
 impl CachedExpertStore {
@@ -275,6 +278,7 @@ impl CachedExpertStore {
             policy: cfg.policy,
             slot_bytes,
             n_expert,
+            reserve: cfg.reserve,
         })
     }
 
@@ -396,7 +400,9 @@ impl CachedExpertStore {
     }
 
     fn victim(&self, inner: &Inner) -> Option<usize> {
-        let mut best: Option<(u64, u64, usize)> = None;
+        // Freshly prefetched experts are about to be used: evict them only when nothing else
+        // can go (tier 1), so a prefetch is not undone by the demand loads it raced with.
+        let mut best: Option<((u64, u64, u64), usize)> = None;
         for (i, s) in inner.slots.iter().enumerate() {
             if s.state == SlotState::Empty {
                 return Some(i);
@@ -404,20 +410,24 @@ impl CachedExpertStore {
             if s.pinned || s.in_use > 0 || s.state == SlotState::Loading {
                 continue;
             }
-            let key = match self.policy {
+            let (a, b) = match self.policy {
                 EvictionPolicy::Lru => (s.last_use, 0),
                 EvictionPolicy::Lfu => (s.freq, s.last_use),
             };
             let key = if s.state == SlotState::Failed {
-                (0, 0)
+                (0, 0, 0)
             } else {
-                key
+                // Protection lasts about one layer's worth of requests: a wrong prediction
+                // must not stay sticky.
+                let fresh = s.prefetched_unused
+                    && inner.tick - s.last_use <= 4 * self.reserve.max(1) as u64;
+                (fresh as u64, a, b)
             };
-            if best.is_none_or(|b| (key.0, key.1) < (b.0, b.1)) {
-                best = Some((key.0, key.1, i));
+            if best.is_none_or(|(k, _)| key < k) {
+                best = Some((key, i));
             }
         }
-        best.map(|b| b.2)
+        best.map(|b| b.1)
     }
 
     fn wait_ready(&self, slots: &[usize]) -> Result<()> {
@@ -516,10 +526,22 @@ impl ExpertStore for CachedExpertStore {
             return;
         }
         let mut inner = self.lock();
-        // Keep room for demand loads: prefetch only into slots not needed right now.
+        // Keep room for demand loads: never let prefetches leave fewer than `reserve`
+        // slots that a demand miss could take at once.
         for &e in experts {
             if e >= self.n_expert || inner.index.contains_key(&(layer, e)) {
                 continue;
+            }
+            let free = inner
+                .slots
+                .iter()
+                .filter(|s| {
+                    s.state == SlotState::Empty
+                        || (s.state == SlotState::Ready && !s.pinned && s.in_use == 0)
+                })
+                .count();
+            if free <= self.reserve {
+                break;
             }
             if self.claim(&mut inner, layer, e, true).is_err() {
                 break;
@@ -540,6 +562,21 @@ impl ExpertStore for CachedExpertStore {
         {
             let mut inner = self.lock();
             for &e in experts {
+                // Slots still loading a prefetch cannot be evicted yet: wait for them rather
+                // than fail when nothing else is free.
+                while !inner.index.contains_key(&(layer, e))
+                    && self.victim(&inner).is_none()
+                    && inner
+                        .slots
+                        .iter()
+                        .any(|s| s.state == SlotState::Loading && s.in_use == 0)
+                {
+                    inner = self
+                        .shared
+                        .loaded
+                        .wait(inner)
+                        .unwrap_or_else(|e| e.into_inner());
+                }
                 match self.claim(&mut inner, layer, e, false) {
                     Ok(s) => slots.push(s),
                     Err(err) => {

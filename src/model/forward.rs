@@ -350,8 +350,9 @@ impl Model {
         let resident = |x: usize| store.is_resident(il, x);
         let predicted = self.prefetcher.take_prediction(il);
         for t in 0..n {
-            self.router.route(
+            self.router.route_at(
                 il,
+                Some(pos0 + t),
                 &logits[t * ne..(t + 1) * ne],
                 &mut probs,
                 &resident,

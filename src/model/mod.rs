@@ -73,6 +73,7 @@ impl Model {
                         policy: EvictionPolicy::Lfu,
                         io_threads: 2,
                         direct_io: true,
+                        reserve: cfg.n_expert_used,
                     },
                 )?)
             }

@@ -115,11 +115,14 @@ fn get<'a>(file: &'a GgufFile, name: &str) -> Result<&'a TensorInfo> {
 }
 
 fn expect_dims(t: &TensorInfo, want: &[u64]) -> Result<()> {
-    let mut have = t.dims.clone();
-    while have.len() > want.len() && have.last() == Some(&1) {
-        have.pop();
-    }
-    if have != want {
+    let trim = |d: &[u64]| {
+        let mut v = d.to_vec();
+        while v.len() > 1 && v.last() == Some(&1) {
+            v.pop();
+        }
+        v
+    };
+    if trim(&t.dims) != trim(want) {
         bail!(
             "tensor '{}' has shape {:?}, expected {:?}",
             t.name,

@@ -40,11 +40,24 @@ impl Router {
         is_resident: &dyn Fn(usize) -> bool,
         out: &mut Vec<Choice>,
     ) {
+        self.route_at(layer, None, logits, probs, is_resident, out)
+    }
+
+    /// As [`Router::route`], for the token at `pos` (position-specific overrides apply).
+    pub fn route_at(
+        &self,
+        layer: usize,
+        pos: Option<usize>,
+        logits: &[f32],
+        probs: &mut [f32],
+        is_resident: &dyn Fn(usize) -> bool,
+        out: &mut Vec<Choice>,
+    ) {
         softmax_into(logits, probs, self.caps.mask_for(layer));
         out.clear();
         let k = self
             .caps
-            .select(layer, probs, self.n_expert_used, is_resident, out);
+            .select_at(layer, pos, probs, self.n_expert_used, is_resident, out);
         debug_assert_eq!(k, out.len());
         if self.renormalize {
             let sum: f32 = out.iter().map(|c| c.weight).sum();

@@ -5,7 +5,7 @@
 //! Each pattern splits every piece the previous one produced, and the text between matches is
 //! kept as pieces too. Where llama.cpp has a hand-written splitter for a pattern (GPT-2,
 //! Llama-3, Qwen2, Qwen3.5, newline runs, digit groups) we have one with the same observable
-//! behaviour; every other pattern runs on our regex engine ([`super::regex`]), over llama.cpp's
+//! behaviour; every other pattern runs on our regex engine (`regex.rs`), over llama.cpp's
 //! collapsed representation when the pattern uses Unicode categories.
 
 use super::regex::{collapse, widen, Regex, RegexError};
@@ -636,7 +636,7 @@ fn split_digits_from_right(cps: &[u32], start: usize, end: usize, out: &mut Vec<
             }
             let count = pos - first;
             let mut cur = first;
-            if count % 3 > 0 {
+            if !count.is_multiple_of(3) {
                 cur += count % 3;
                 em.emit(cur);
             }

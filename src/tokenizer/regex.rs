@@ -8,6 +8,8 @@
 //! `\s \S \d \D \w \W` (C-locale meaning, as `std::regex` has them), groups `( )`, `(?: )`,
 //! lookahead `(?= )`, `(?! )`, quantifiers `? * + {n} {n,} {n,m}` (lazy forms too), `^ $ \b \B`.
 
+use std::collections::HashSet;
+
 use super::unicode::{flags, CpFlags};
 
 /// Collapsed unit of a code point: ASCII stays, white space becomes 0x0B, letters 0xD2,
@@ -485,6 +487,21 @@ pub struct Regex {
     progs: Vec<Program>,
     n_regs: usize,
     collapsed: bool,
+    /// No loop of the main program can iterate without consuming input, so a failed
+    /// (instruction, position) state fails again whatever path reaches it: the search may then
+    /// remember failures, which keeps it linear on inputs where plain backtracking is quadratic.
+    memo_safe: bool,
+}
+
+/// Whether `node` can match the empty string.
+fn nullable(node: &Node) -> bool {
+    match node {
+        Node::Empty | Node::Look { .. } | Node::Assert(_) => true,
+        Node::Unit(_) => false,
+        Node::Concat(items) => items.iter().all(nullable),
+        Node::Alt(branches) => branches.iter().any(nullable),
+        Node::Repeat { node, min, .. } => *min == 0 || nullable(node),
+    }
 }
 
 struct Compiler {
@@ -553,13 +570,20 @@ impl Compiler {
                         }
                     }
                     None => {
-                        let reg = self.n_regs;
-                        self.n_regs += 1;
+                        // A body that always consumes needs no empty-iteration guard.
+                        let guard = nullable(node).then(|| {
+                            self.n_regs += 1;
+                            self.n_regs - 1
+                        });
                         let head = insts.len();
                         insts.push(Inst::Split(0, 0));
-                        insts.push(Inst::Mark(reg));
+                        if let Some(reg) = guard {
+                            insts.push(Inst::Mark(reg));
+                        }
                         self.compile_node(insts, node);
-                        insts.push(Inst::Progress(reg));
+                        if let Some(reg) = guard {
+                            insts.push(Inst::Progress(reg));
+                        }
                         insts.push(Inst::Jmp(head));
                         let end = insts.len();
                         insts[head] = if *greedy {
@@ -612,12 +636,14 @@ impl Regex {
         let mut main = Vec::new();
         c.compile_node(&mut main, &ast);
         main.push(Inst::Match);
+        let memo_safe = !main.iter().any(|i| matches!(i, Inst::Progress(_)));
         c.progs[0] = Program { insts: main };
         Ok(Regex {
             classes: c.classes,
             progs: c.progs,
             n_regs: c.n_regs,
             collapsed,
+            memo_safe,
         })
     }
 
@@ -627,6 +653,9 @@ impl Regex {
     }
 
     /// Runs program `prog` anchored at `start` within `text[..end]`; returns the match end.
+    /// `memo` (main program only) records failed states; it is switched on once `steps` passes
+    /// `budget`.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         prog: usize,
@@ -635,77 +664,104 @@ impl Regex {
         start: usize,
         end: usize,
         not_null: bool,
+        memo: &mut Option<HashSet<u64>>,
+        steps: &mut usize,
+        budget: usize,
     ) -> Option<usize> {
+        let may_memo = prog == 0 && !not_null && self.memo_safe;
         let insts = &self.progs[prog].insts;
         let mut regs = vec![usize::MAX; self.n_regs];
         let mut stack: Vec<Frame> = Vec::new();
         let (mut pc, mut pos) = (0usize, start);
         loop {
-            let ok = match &insts[pc] {
-                Inst::Unit(ci) => {
-                    if pos < end && self.classes[*ci].matches(text[pos]) {
-                        pos += 1;
-                        pc += 1;
-                        true
-                    } else {
-                        false
-                    }
-                }
-                Inst::Split(a, b) => {
-                    stack.push(Frame::Alt(*b, pos));
-                    pc = *a;
-                    true
-                }
-                Inst::Jmp(a) => {
-                    pc = *a;
-                    true
-                }
-                Inst::Mark(r) => {
-                    stack.push(Frame::Reg(*r, regs[*r]));
-                    regs[*r] = pos;
-                    pc += 1;
-                    true
-                }
-                Inst::Progress(r) => {
-                    if regs[*r] == pos {
-                        false
-                    } else {
-                        pc += 1;
-                        true
-                    }
-                }
-                Inst::Look { prog, negate } => {
-                    let found = self.run(*prog, text, begin, pos, end, false).is_some();
-                    if found != *negate {
-                        pc += 1;
-                        true
-                    } else {
-                        false
-                    }
-                }
-                Inst::Assert(kind) => {
-                    let holds = match kind {
-                        AssertKind::Start => pos == begin,
-                        AssertKind::End => pos == end,
-                        AssertKind::WordBoundary(want) => {
-                            let before = pos > begin && is_c_word(text[pos - 1]);
-                            let after = pos < end && is_c_word(text[pos]);
-                            (before != after) == *want
-                        }
-                    };
-                    if holds {
-                        pc += 1;
-                    }
-                    holds
-                }
-                Inst::Match => {
-                    if not_null && pos == start {
-                        false
-                    } else {
-                        return Some(pos);
-                    }
-                }
+            *steps += 1;
+            if may_memo && memo.is_none() && *steps > budget {
+                *memo = Some(HashSet::new());
+            }
+            let fresh = match memo {
+                Some(m) if may_memo => m.insert(((pc as u64) << 40) | pos as u64),
+                _ => true,
             };
+            let ok = fresh
+                && match &insts[pc] {
+                    Inst::Unit(ci) => {
+                        if pos < end && self.classes[*ci].matches(text[pos]) {
+                            pos += 1;
+                            pc += 1;
+                            true
+                        } else {
+                            false
+                        }
+                    }
+                    Inst::Split(a, b) => {
+                        stack.push(Frame::Alt(*b, pos));
+                        pc = *a;
+                        true
+                    }
+                    Inst::Jmp(a) => {
+                        pc = *a;
+                        true
+                    }
+                    Inst::Mark(r) => {
+                        stack.push(Frame::Reg(*r, regs[*r]));
+                        regs[*r] = pos;
+                        pc += 1;
+                        true
+                    }
+                    Inst::Progress(r) => {
+                        if regs[*r] == pos {
+                            false
+                        } else {
+                            pc += 1;
+                            true
+                        }
+                    }
+                    Inst::Look { prog, negate } => {
+                        let mut sub_steps = 0;
+                        let found = self
+                            .run(
+                                *prog,
+                                text,
+                                begin,
+                                pos,
+                                end,
+                                false,
+                                &mut None,
+                                &mut sub_steps,
+                                usize::MAX,
+                            )
+                            .is_some();
+                        *steps += sub_steps;
+                        if found != *negate {
+                            pc += 1;
+                            true
+                        } else {
+                            false
+                        }
+                    }
+                    Inst::Assert(kind) => {
+                        let holds = match kind {
+                            AssertKind::Start => pos == begin,
+                            AssertKind::End => pos == end,
+                            AssertKind::WordBoundary(want) => {
+                                let before = pos > begin && is_c_word(text[pos - 1]);
+                                let after = pos < end && is_c_word(text[pos]);
+                                (before != after) == *want
+                            }
+                        };
+                        if holds {
+                            pc += 1;
+                        }
+                        holds
+                    }
+                    Inst::Match => {
+                        if not_null && pos == start {
+                            false
+                        } else {
+                            return Some(pos);
+                        }
+                    }
+                };
             if ok {
                 continue;
             }
@@ -732,7 +788,13 @@ impl Regex {
         from: usize,
         end: usize,
     ) -> Option<(usize, usize)> {
-        (from..=end).find_map(|s| self.run(0, text, begin, s, end, false).map(|e| (s, e)))
+        let mut memo = None;
+        let mut steps = 0;
+        let budget = 64 * (end - from) + 4096;
+        (from..=end).find_map(|s| {
+            self.run(0, text, begin, s, end, false, &mut memo, &mut steps, budget)
+                .map(|e| (s, e))
+        })
     }
 
     /// All matches in `text[begin..end]`, iterated as `std::regex_iterator` does: after an empty
@@ -749,7 +811,7 @@ impl Regex {
                 if e == end {
                     None
                 } else {
-                    match self.run(0, text, begin, e, end, true) {
+                    match self.run(0, text, begin, e, end, true, &mut None, &mut 0, usize::MAX) {
                         Some(e2) => Some((e, e2)),
                         None => self.search(text, begin, e + 1, end),
                     }
@@ -819,6 +881,25 @@ mod tests {
         let u = units("1234567", false);
         let m = re.find_all(&u, 0, u.len());
         assert_eq!(m, vec![(1, 1), (4, 4)]);
+    }
+
+    #[test]
+    fn failing_searches_stay_linear() {
+        // Plain backtracking is quadratic here: every start in the run of spaces scans to its end.
+        let re = Regex::new(r"\s+$").unwrap();
+        let text = units(&(" ".repeat(50_000) + "1"), false);
+        let t = std::time::Instant::now();
+        assert!(re.find_all(&text, 0, text.len()).is_empty());
+        assert!(t.elapsed().as_secs_f64() < 2.0, "{:?}", t.elapsed());
+        // The remembered failures do not change what matches.
+        let text = units(&(" ".repeat(50_000) + "1  "), false);
+        assert_eq!(re.find_all(&text, 0, text.len()), vec![(50_001, 50_003)]);
+    }
+
+    #[test]
+    fn nullable_loops_terminate() {
+        assert_eq!(split("(a?)*b", "aab"), vec!["aab"]);
+        assert_eq!(split("(?:x*)*y", "xxy"), vec!["xxy"]);
     }
 
     #[test]
