@@ -33,6 +33,8 @@ enum Command {
     RoutingStats(cli::routing_stats::RoutingStatsArgs),
     /// Replay a routing trace against expert-cache policies (LRU, LFU, Belady's optimum)
     Simulate(cli::simulate::SimulateArgs),
+    /// Caps x budgets x policies: decode speed, hit rate, perplexity and KL divergence, with a plot
+    Sweep(cli::sweep::SweepArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Synth(a) => cli::synth::run(a),
         Command::RoutingStats(a) => cli::routing_stats::run(a),
         Command::Simulate(a) => cli::simulate::run(a),
+        Command::Sweep(a) => cli::sweep::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ pub mod perplexity;
 pub mod routing_stats;
 pub mod run;
 pub mod simulate;
+pub mod sweep;
 pub mod synth;
 pub mod tokenize;
 
