@@ -237,7 +237,11 @@ impl ModelArgs {
                 }
                 (mapped, None)
             }
-            None => (mapped, None),
+            None => {
+                // All weights resident: fault them in now, as llama.cpp's mmap does.
+                file.populate();
+                (mapped, None)
+            }
         };
         if cfg.is_moe() {
             model.router.caps = self

@@ -115,6 +115,13 @@ impl GgufFile {
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.header.tensors
     }
+    /// Faults the whole data section in (all-resident mode); no-op for per-tensor maps.
+    pub fn populate(&self) {
+        if let DataView::Whole(map) = &self.data {
+            map.populate();
+        }
+    }
+
     pub fn is_mapped_whole(&self) -> bool {
         matches!(self.data, DataView::Whole(_))
     }

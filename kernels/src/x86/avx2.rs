@@ -86,8 +86,11 @@ unsafe fn load(p: *const u8) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn f16_at(p: *const u8) -> f32 {
-    // SAFETY: caller guarantees 2 readable bytes at p.
-    unsafe { F16Bits([*p, *p.add(1)]).to_f32() }
+    // SAFETY: caller guarantees 2 readable bytes at p; F16C is enabled for this function.
+    unsafe {
+        let bits = u16::from_le_bytes([*p, *p.add(1)]);
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
