@@ -132,7 +132,11 @@ fn random_blocks(ty: GgmlType, n: usize, std: f32, rng: &mut Rng, out: &mut Vec<
     rng.fill(out);
     let h = |x: f32| f16::from_f32(x).to_le_bytes();
     for b in out.chunks_exact_mut(ty.type_size()) {
-        let jitter = 0.75 + 0.5 * rng.unit();
+        // A random sign per block keeps the weights zero-mean (random quants alone are biased,
+        // e.g. Q4_0's q−8 averages −0.5), or every token's hidden state would share one
+        // dominant direction and the router would pick the same experts for every token.
+        let sign = if rng.next() & 1 == 0 { 1.0 } else { -1.0 };
+        let jitter = sign * (0.75 + 0.5 * rng.unit());
         match ty {
             // d·(q−8), q uniform in 0..16: std ≈ 4.6·d
             GgmlType::Q4_0 => b[0..2].copy_from_slice(&h(std / 4.6 * jitter)),
@@ -195,7 +199,12 @@ pub fn run(args: SynthArgs) -> Result<()> {
         (k("embedding_length"), Value::U32(s.n_embd as u32)),
         (
             k("feed_forward_length"),
-            Value::U32((s.ff_exp * s.n_expert_used) as u32),
+            // olmoe sizes its experts by feed_forward_length, qwen3moe by expert_feed_forward_length.
+            Value::U32(if a == "olmoe" {
+                s.ff_exp
+            } else {
+                s.ff_exp * s.n_expert_used
+            } as u32),
         ),
         (k("expert_feed_forward_length"), Value::U32(s.ff_exp as u32)),
         (k("attention.head_count"), Value::U32(s.n_head as u32)),
