@@ -61,8 +61,9 @@ pub struct ModelArgs {
     #[arg(long = "ram-budget", value_name = "SIZE")]
     pub ram_budget: Option<String>,
 
-    /// Expert cache eviction policy
-    #[arg(long = "cache-policy", value_enum, default_value_t = EvictionPolicy::Lfu)]
+    /// Expert cache eviction policy (LRU by default: it beat LFU-with-aging at every cache size
+    /// on the bundled model's routing trace, see BENCHMARKS.md)
+    #[arg(long = "cache-policy", value_enum, default_value_t = EvictionPolicy::Lru)]
     pub cache_policy: EvictionPolicy,
 
     /// Keep these experts resident under a RAM budget (layer:expert list, e.g. 0:3,1:7,2:*, or
@@ -70,9 +71,12 @@ pub struct ModelArgs {
     #[arg(long = "pin-experts", value_name = "LIST")]
     pub pin_experts: Option<String>,
 
-    /// Do not predict and prefetch the next layer's experts
-    #[arg(long = "no-prefetch")]
-    pub no_prefetch: bool,
+    /// Under a RAM budget, predict the next layer's experts (its router applied to the current
+    /// hidden state) and load misses in the background. Off by default: on a disk-bound box with
+    /// near-uniform routing the wrong guesses (about 30 %) cost more reads than the overlap saves
+    /// (BENCHMARKS.md)
+    #[arg(long = "prefetch")]
+    pub prefetch: bool,
 
     /// Background threads reading experts from disk
     #[arg(long = "io-threads", default_value_t = 4)]
@@ -213,8 +217,9 @@ impl ModelArgs {
                     store.pin(&pins)?;
                 }
                 drop(mapped);
+                file.advise_random();
                 let mut m = Model::from_file(file, Some(Arc::new(store)))?;
-                m.prefetcher.enabled = !self.no_prefetch;
+                m.prefetcher.enabled = self.prefetch;
                 log::info!(
                     "RAM budget {}: {} non-expert + {} KV + {} working + {} expert slots of {}",
                     budget::fmt_mib(b),
@@ -260,7 +265,7 @@ impl ModelArgs {
         {
             anyhow::bail!("routing flags (--max-active-experts, --expert-mask, ...) need a model with experts");
         }
-        model.prefetcher.enabled &= !self.no_prefetch;
+        model.prefetcher.enabled &= self.prefetch;
         Ok(LoadedModel {
             model,
             n_ctx,

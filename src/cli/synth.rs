@@ -29,9 +29,13 @@ pub enum Preset {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum SynthType {
+    #[value(name = "q4_0")]
     Q4_0,
+    #[value(name = "q8_0")]
     Q8_0,
+    #[value(name = "q4_k")]
     Q4K,
+    #[value(name = "q6_k")]
     Q6K,
 }
 
@@ -215,7 +219,16 @@ pub fn run(args: SynthArgs) -> Result<()> {
         (k("rope.freq_base"), Value::F32(10000.0)),
         (k("expert_count"), Value::U32(s.n_expert as u32)),
         (k("expert_used_count"), Value::U32(s.n_expert_used as u32)),
-        ("general.file_type".into(), Value::U32(2)),
+        // llama_ftype: 2 = Q4_0, 7 = Q8_0, 15 = Q4_K_M, 18 = Q6_K
+        (
+            "general.file_type".into(),
+            Value::U32(match args.ty {
+                SynthType::Q4_0 => 2,
+                SynthType::Q8_0 => 7,
+                SynthType::Q4K => 15,
+                SynthType::Q6K => 18,
+            }),
+        ),
         ("tokenizer.ggml.model".into(), "llama".into()),
         ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
         ("tokenizer.ggml.scores".into(), Value::Array(scores)),

@@ -36,6 +36,13 @@ impl FileMap {
         &self.map
     }
 
+    /// Turns off read-ahead for the mapping: under a RAM budget, faulting in a non-expert tensor
+    /// must not drag the neighbouring experts' pages into the page cache (they are charged to
+    /// the process's cgroup).
+    pub fn advise_random(&self) {
+        let _ = self.map.advise(memmap2::Advice::Random);
+    }
+
     /// Reads the whole range in and maps every page now (what "all weights resident" means),
     /// so the first tokens do not pay hundreds of thousands of page faults. Falls back to
     /// touching one byte per page where `MADV_POPULATE_READ` is not available.

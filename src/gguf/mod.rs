@@ -115,6 +115,13 @@ impl GgufFile {
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.header.tensors
     }
+    /// Disables read-ahead on the data mapping (budgeted mode).
+    pub fn advise_random(&self) {
+        if let DataView::Whole(map) = &self.data {
+            map.advise_random();
+        }
+    }
+
     /// Faults the whole data section in (all-resident mode); no-op for per-tensor maps.
     pub fn populate(&self) {
         if let DataView::Whole(map) = &self.data {

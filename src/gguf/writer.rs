@@ -25,9 +25,10 @@ impl TensorSpec {
         }
     }
 
+    /// Bytes of the tensor's data (saturating: tests write deliberately absurd shapes).
     pub fn n_bytes(&self) -> u64 {
-        let n: u64 = self.dims.iter().product();
-        n / self.ty.block_size() as u64 * self.ty.type_size() as u64
+        let n: u64 = self.dims.iter().fold(1u64, |a, &d| a.saturating_mul(d));
+        (n / self.ty.block_size() as u64).saturating_mul(self.ty.type_size() as u64)
     }
 }
 
@@ -104,7 +105,10 @@ pub fn encode_header(
         }
         out.extend_from_slice(&t.ty.id().to_le_bytes());
         out.extend_from_slice(&offset.to_le_bytes());
-        offset = (offset + t.n_bytes()).next_multiple_of(alignment);
+        offset = offset
+            .saturating_add(t.n_bytes())
+            .checked_next_multiple_of(alignment)
+            .unwrap_or(u64::MAX);
     }
     out.resize((out.len() as u64).next_multiple_of(alignment) as usize, 0);
     out
