@@ -32,7 +32,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
         u => bail!("'{s}': unknown size unit '{u}' (use K, M, G or T)"),
     };
     let bytes = value * mult as f64;
-    if !bytes.is_finite() || bytes < 1.0 || bytes > 1e18 {
+    if !bytes.is_finite() || !(1.0..=1e18).contains(&bytes) {
         bail!("'{s}' is not a usable size");
     }
     Ok(bytes as u64)

@@ -34,12 +34,13 @@ pub struct BenchArgs {
 }
 
 /// Bytes of weights one decoded token reads: every non-expert matrix except the embedding table
-/// (one row), plus `n_expert_used` experts per MoE layer.
-pub fn bytes_per_token(model: &Model, experts_per_token: usize) -> u64 {
+/// (one row), plus the routed experts of each MoE layer (`top_k`, or fewer under router caps).
+pub fn bytes_per_token(model: &Model, top_k: usize) -> u64 {
     let w = &model.weights;
     let m = |x: &crate::model::weights::Matrix| x.bytes().len() as u64;
     let mut total = m(&w.output) + w.token_embd.row_bytes() as u64;
-    for l in &w.layers {
+    for (il, l) in w.layers.iter().enumerate() {
+        let experts_per_token = model.router.caps.cap_for(il, top_k);
         total += m(&l.wq) + m(&l.wk) + m(&l.wv) + m(&l.wo);
         match &l.ffn {
             Ffn::Dense(d) => total += m(&d.gate) + m(&d.up) + m(&d.down),

@@ -106,6 +106,7 @@ fn read_u32(r: &mut impl Read) -> Result<u32> {
     Ok(u32::from_le_bytes(b))
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Measures perplexity of `tokens` (already tokenized) with the loaded model.
 pub fn measure(
     loaded: &super::LoadedModel,
@@ -377,11 +378,8 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
         println!("Median KLD          : {:.6}", k.median);
         println!("Same top token      : {:.3} %", k.same_top * 100.0);
     }
-    if args.kl_base.is_some() {
-        println!(
-            "saved base log-probabilities to {}",
-            args.kl_base.as_ref().unwrap().display()
-        );
+    if let Some(p) = &args.kl_base {
+        println!("saved base log-probabilities to {}", p.display());
     }
     if args.json {
         println!("{}", serde_json::to_string(&r)?);

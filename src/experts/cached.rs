@@ -335,7 +335,7 @@ impl CachedExpertStore {
         let tick = inner.tick;
         if !prefetch {
             inner.stats.requests += 1;
-            if inner.stats.requests % LFU_AGING_PERIOD == 0 {
+            if inner.stats.requests.is_multiple_of(LFU_AGING_PERIOD) {
                 inner.slots.iter_mut().for_each(|s| s.freq /= 2);
             }
         }

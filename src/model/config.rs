@@ -167,7 +167,7 @@ impl Config {
             );
         }
         let rope_dims = meta.u64_or(&k("rope.dimension_count"), head_dim as u64)? as usize;
-        if rope_dims == 0 || rope_dims > head_dim || rope_dims % 2 != 0 {
+        if rope_dims == 0 || rope_dims > head_dim || !rope_dims.is_multiple_of(2) {
             bail!("rope.dimension_count {rope_dims} must be even and at most the head size {head_dim}");
         }
         let n_expert = meta.u64_or(&k("expert_count"), 0)?;

@@ -74,6 +74,7 @@ pub struct SharedExpert {
     pub gate_inp: Option<Matrix>,
 }
 
+#[allow(clippy::large_enum_variant)]
 pub enum Ffn {
     Dense(DenseFfn),
     Moe {
