@@ -189,3 +189,31 @@ fn cli_refuses_a_budget_below_the_minimum_and_runs_at_a_small_one() {
     assert!(cache["evictions"].as_u64().unwrap() > 0, "{v}");
     assert!(cache["resident_bytes"].as_u64().unwrap() <= cache["capacity_bytes"].as_u64().unwrap());
 }
+
+#[test]
+fn fit_measures_every_cap_and_policy_and_reports_its_choice() {
+    let m = fixture("qwen3moe_q6k.gguf");
+    let (ok, _, err) = moe_edge(&[
+        "run",
+        "-m",
+        m.to_str().unwrap(),
+        "-p",
+        "Hello",
+        "-n",
+        "2",
+        "-c",
+        "64",
+        "--ram-budget",
+        "23M",
+        "--fit",
+        "--target-tps",
+        "0.001",
+    ]);
+    assert!(ok, "{err}");
+    // top-3 model: caps 3, 2 (3/4 rounds down), 1; two policies each under a budget.
+    assert_eq!(err.matches("fit:   cap").count(), 6, "{err}");
+    assert!(
+        err.contains("fit: chose cap 3"),
+        "a trivially reachable target keeps the full top-k: {err}"
+    );
+}

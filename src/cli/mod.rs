@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod fit;
 pub mod inspect;
 pub mod logits;
 pub mod perplexity;
@@ -89,6 +90,15 @@ pub struct ModelArgs {
     #[command(flatten)]
     pub router: crate::router::RouterArgs,
 
+    /// Measure caps (top-k, 3/4, 1/2, 1/4) and cache policies on this box with its budget and
+    /// threads, and run with the best fit (see --target-tps)
+    #[arg(long = "fit")]
+    pub fit: bool,
+
+    /// With --fit: the decode speed to reach, in tokens/s (the largest cap reaching it wins)
+    #[arg(long = "target-tps", requires = "fit")]
+    pub target_tps: Option<f64>,
+
     /// Prompt tokens processed per batch (micro-batch)
     #[arg(long = "ubatch-size", short = 'u', default_value_t = 128)]
     pub ubatch: usize,
@@ -146,6 +156,15 @@ impl ModelArgs {
         }
         let file = self.open_file()?;
         let mapped = Model::from_file(file.clone(), None)?;
+        if self.fit {
+            if !mapped.cfg.is_moe() {
+                anyhow::bail!("--fit needs a model with experts");
+            }
+            let budgeted = self.ram_budget.is_some() || mapped.store.kind() == "cached";
+            let chosen = fit::choose(self, mapped.cfg.n_expert_used, budgeted)?;
+            drop(mapped);
+            return chosen.load();
+        }
         let budget_needed_for_address_space = mapped.store.kind() == "cached";
         let cfg = mapped.cfg.clone();
         let n_ctx = match self.ctx_size {
