@@ -5,6 +5,13 @@ Seeded and reproducible for a given machine/torch version (same seed -> same dat
 and init). AdamW, linear warmup + cosine decay, Switch-style load-balancing loss.
 Writes (under --work, outside the repo): tokens.npz, log.csv, ckpt.pt (periodic, resumable),
 final.pt, run.json (all settings and results).
+
+Continuation (--init-ckpt): start from a previous run's ckpt.pt (weights and AdamW moments),
+number steps, tokens and wall time on from it, and take the data windows that continue the same
+seeded stream (the previous run drew --prev-batch windows per step). With --stop-at-unix the run
+stops itself before that wall-clock time and the cosine decay follows elapsed time instead of
+steps: lr = peak * min(1, (s+1)/warmup) * (min_ratio + (1-min_ratio) * (1+cos(pi*t))/2), t = the
+fraction of the time budget used. Every step's LR is written to lr.csv so the run can be replayed.
 """
 import argparse
 import csv
@@ -105,6 +112,9 @@ def main():
     ap.add_argument("--n-layer", type=int, default=4)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--bench", type=int, default=0, help="only time this many steps")
+    ap.add_argument("--init-ckpt", default=None, help="continue from this ckpt.pt of an earlier run")
+    ap.add_argument("--prev-batch", type=int, default=4, help="windows per step in the --init-ckpt run")
+    ap.add_argument("--stop-at-unix", type=float, default=0.0, help="stop before this time (seconds since epoch)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -142,20 +152,39 @@ def main():
     # Data order: one seeded generator draws all window starts.
     T = args.ctx
     data_rng = np.random.default_rng(args.seed)
-    all_starts = data_rng.integers(0, len(train) - T - 1, size=(args.steps, args.batch))
+    # Continuation: global step offset, tokens and wall time carried over from the earlier run.
+    offset, prev_wall, prev = 0, 0.0, None
+    if args.init_ckpt:
+        prev = torch.load(args.init_ckpt, weights_only=False)
+        offset, prev_wall = prev["step"], prev["wall"]
+    skip = offset * args.prev_batch
+    # One draw of the whole stream; its first `skip` windows are the ones the earlier run used.
+    flat = data_rng.integers(0, len(train) - T - 1, size=skip + args.steps * args.batch)
+    all_starts = flat[skip:].reshape(args.steps, args.batch)
+    prev_tokens = skip * T
 
     step0, wall_before = 0, 0.0
+    sched_t0 = time.time()
     log_path = os.path.join(args.work, "log.csv")
+    lr_path = os.path.join(args.work, "lr.csv")
     ckpt_path = os.path.join(args.work, "ckpt.pt")
     if args.resume and os.path.exists(ckpt_path):
         ck = torch.load(ckpt_path, weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step0, wall_before = ck["step"], ck["wall"]
+        sched_t0 = ck.get("sched_t0", sched_t0)
         print(f"resumed at step {step0}", flush=True)
     elif not args.bench:
+        if prev is not None:
+            model.load_state_dict(prev["model"])
+            opt.load_state_dict(prev["opt"])
+            print(f"continuing from {args.init_ckpt} (step {offset}, wall {prev_wall:.0f}s)", flush=True)
         with open(log_path, "w", newline="") as f:
             csv.writer(f).writerow(["step", "lr", "loss", "aux", "val_loss", "tokens", "wall_s"])
+        with open(lr_path, "w") as f:
+            f.write("step,lr\n")
+    del prev
 
     t_start = time.time()
     last_ckpt = t_start
@@ -164,8 +193,23 @@ def main():
     acc_loss, acc_aux, acc_n = 0.0, 0.0, 0
     val_loss = float("nan")
     steps_total = args.bench if args.bench else args.steps
+    stopped_by_time = False
+    step_times = []
     for step in range(step0, steps_total):
-        lr = lr_at(step, args.steps, args.warmup, args.lr, args.min_lr_ratio)
+        t_step = time.time()
+        if args.stop_at_unix:
+            est = max(step_times[-5:]) if step_times else 0.0
+            if t_step + 1.2 * est > args.stop_at_unix:
+                stopped_by_time = True
+                break
+            frac = min(1.0, (t_step - sched_t0) / max(1.0, args.stop_at_unix - sched_t0))
+            warm = min(1.0, (step + 1) / args.warmup)
+            lr = args.lr * warm * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+        else:
+            lr = lr_at(step, args.steps, args.warmup, args.lr, args.min_lr_ratio)
+        if not args.bench:
+            with open(lr_path, "a") as f:
+                f.write(f"{offset + step + 1},{lr:.8g}\n")
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = batch_from(train, all_starts[step], T)
@@ -180,33 +224,41 @@ def main():
         acc_aux += aux.item()
         acc_n += 1
         wall = wall_before + time.time() - t_start
+        step_times.append(time.time() - t_step)
         if args.bench:
             print(f"step {step} loss {loss.item():.4f} aux {aux.item():.4f} {wall:.1f}s", flush=True)
             continue
         done = step + 1
-        is_eval = done % args.eval_every == 0 or done == args.steps
+        gdone = offset + done
+        is_eval = gdone % args.eval_every == 0 or done == args.steps
         if done % args.log_every == 0 or is_eval:
             if is_eval:
                 val_loss = evaluate_loss(model, val, T, args.eval_windows)
             with open(log_path, "a", newline="") as f:
                 csv.writer(f).writerow(
-                    [done, f"{lr:.6g}", f"{acc_loss / acc_n:.5f}", f"{acc_aux / acc_n:.5f}",
-                     f"{val_loss:.5f}" if is_eval else "", done * tokens_per_step, f"{wall:.1f}"]
+                    [gdone, f"{lr:.6g}", f"{acc_loss / acc_n:.5f}", f"{acc_aux / acc_n:.5f}",
+                     f"{val_loss:.5f}" if is_eval else "", prev_tokens + done * tokens_per_step,
+                     f"{prev_wall + wall:.1f}"]
                 )
-            print(f"step {done}/{args.steps} lr {lr:.2e} loss {acc_loss / acc_n:.4f} aux {acc_aux / acc_n:.4f}"
+            print(f"step {gdone} ({done}/{args.steps}) lr {lr:.2e} loss {acc_loss / acc_n:.4f} aux {acc_aux / acc_n:.4f}"
                   + (f" val {val_loss:.4f}" if is_eval else "") + f" {wall:.0f}s", flush=True)
             acc_loss, acc_aux, acc_n = 0.0, 0.0, 0
         if time.time() - last_ckpt > args.ckpt_every_s or done == args.steps:
             wall = wall_before + time.time() - t_start
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": done, "wall": wall,
-                        "cfg": cfg.to_dict()}, ckpt_path + ".tmp")
+                        "cfg": cfg.to_dict(), "sched_t0": sched_t0}, ckpt_path + ".tmp")
             os.replace(ckpt_path + ".tmp", ckpt_path)
             last_ckpt = time.time()
     if args.bench:
         return
 
     wall = wall_before + time.time() - t_start
+    done = step if stopped_by_time else steps_total
+    if stopped_by_time:
+        print(f"stopped by --stop-at-unix after {done} steps", flush=True)
     torch.save({"model": model.state_dict(), "cfg": cfg.to_dict()}, os.path.join(args.work, "final.pt"))
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": done, "wall": wall,
+                "cfg": cfg.to_dict(), "sched_t0": sched_t0}, ckpt_path)
     # Final losses: train loss on a fixed sample of training windows, val on all val windows.
     final_val = evaluate_loss(model, val, T, 64)
     final_train = evaluate_loss(model, train, T, 32)
@@ -223,14 +275,14 @@ def main():
         "model_config": cfg.to_dict(),
         "params": params,
         "seed": args.seed,
-        "steps": args.steps,
+        "steps": done,
         "batch_size": args.batch,
         "context": T,
         "tokens_per_step": tokens_per_step,
-        "tokens_seen": args.steps * tokens_per_step,
+        "tokens_seen": done * tokens_per_step,
         "train_tokens": int(len(train)),
         "val_tokens": int(len(val)),
-        "epochs": args.steps * tokens_per_step / len(train),
+        "epochs": done * tokens_per_step / len(train),
         "optimizer": {"name": "AdamW", "lr_peak": args.lr, "betas": [0.9, 0.95], "eps": 1e-8,
                       "weight_decay": args.weight_decay, "weight_decay_on": "2-D matrices except tok_embd",
                       "grad_clip": args.clip},
@@ -240,6 +292,19 @@ def main():
         "final_train_loss": final_train,
         "final_val_loss": final_val,
         "wall_time_s": wall,
+        "continuation": {
+            "init_ckpt": args.init_ckpt,
+            "step_offset": offset,
+            "prev_tokens": prev_tokens,
+            "prev_wall_s": prev_wall,
+            "total_steps": offset + done,
+            "total_tokens": prev_tokens + done * tokens_per_step,
+            "total_wall_s": prev_wall + wall,
+            "stop_at_unix": args.stop_at_unix,
+            "stopped_by_time": stopped_by_time,
+            "schedule_by_time": bool(args.stop_at_unix),
+            "max_steps": args.steps,
+        },
         "hardware": {"cpu": cpu, "threads": args.threads, "note": "2-core VM shared with compile jobs"},
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),

@@ -3,7 +3,10 @@
 PyTorch model on a held-out Rustonomicon passage: cosine similarity per position, top-1
 agreement, max |diff|. The PyTorch reference is run twice: with f32 weights and with weights
 round-tripped through Q8_0 (what the GGUF holds). llama.cpp runs with an F32 KV cache.
-Also prints a short greedy completion from llama.cpp.
+Also prints short completions from llama.cpp: greedy (compared with the PyTorch greedy
+continuation) for --prompt and each --extra-prompt, and one sampled completion per prompt
+(temperature --temp, seed --sample-seed, llama.cpp's default top-k 40 / top-p 0.95 / min-p 0.05,
+no repeat penalty).
 
 Usage: verify_llama.py --gguf models/rustdoc-moe-q8_0.gguf [--ckpt final.pt] [--out-json x.json]
 """
@@ -42,6 +45,9 @@ def main():
     ap.add_argument("--n-tokens", type=int, default=256)
     ap.add_argument("--prompt", default="The borrow checker")
     ap.add_argument("--gen-tokens", type=int, default=60)
+    ap.add_argument("--extra-prompt", action="append", default=[], help="more prompts (repeatable)")
+    ap.add_argument("--temp", type=float, default=0.8)
+    ap.add_argument("--sample-seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out-json", default=None)
     args = ap.parse_args()
@@ -87,6 +93,17 @@ def main():
             cur.append(nxt)
     res["greedy_pytorch_q8"] = tok.decode(cur[len(tok.encode(args.prompt).ids):])
     res["greedy_texts_equal"] = res["greedy_pytorch_q8"] == res["greedy_llama_cpp"]
+    res["greedy_extra"] = {}
+    for p in args.extra_prompt:
+        out = llm.create_completion(p, max_tokens=args.gen_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0)
+        res["greedy_extra"][p] = out["choices"][0]["text"]
+    res["sampled"] = {"temperature": args.temp, "seed": args.sample_seed, "top_k": 40, "top_p": 0.95,
+                      "min_p": 0.05, "repeat_penalty": 1.0, "max_tokens": args.gen_tokens, "texts": {}}
+    for p in [args.prompt] + args.extra_prompt:
+        llm.reset()
+        out = llm.create_completion(p, max_tokens=args.gen_tokens, temperature=args.temp, top_k=40, top_p=0.95,
+                                    min_p=0.05, repeat_penalty=1.0, seed=args.sample_seed)
+        res["sampled"]["texts"][p] = out["choices"][0]["text"]
     print(json.dumps(res, indent=1, ensure_ascii=False))
     if args.out_json:
         with open(args.out_json, "w") as f:
