@@ -5,16 +5,8 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use super::unicode::utf8_len_from_lead;
+use super::unicode::{utf8_symbols, Symbol};
 use super::Tokenizer;
-
-#[derive(Clone, Copy)]
-struct Symbol {
-    prev: isize,
-    next: isize,
-    start: usize,
-    len: usize,
-}
 
 #[derive(PartialEq, Eq)]
 struct Bigram {
@@ -55,23 +47,7 @@ pub fn tokenize_word(
         }
     }
     let bytes = word.as_bytes();
-    let mut symbols: Vec<Symbol> = Vec::new();
-    let mut offs = 0;
-    while offs < bytes.len() {
-        let len = utf8_len_from_lead(bytes[offs]).min(bytes.len() - offs);
-        let idx = symbols.len() as isize;
-        symbols.push(Symbol {
-            prev: idx - 1,
-            next: if offs + len == bytes.len() {
-                -1
-            } else {
-                idx + 1
-            },
-            start: offs,
-            len,
-        });
-        offs += len;
-    }
+    let mut symbols = utf8_symbols(bytes);
 
     let mut queue = BinaryHeap::new();
     let mut try_add =

@@ -5,16 +5,8 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::unicode::utf8_len_from_lead;
+use super::unicode::{utf8_symbols, Symbol};
 use super::Tokenizer;
-
-#[derive(Clone, Copy)]
-struct Symbol {
-    prev: isize,
-    next: isize,
-    start: usize,
-    len: usize,
-}
 
 struct Bigram {
     left: usize,
@@ -46,23 +38,7 @@ impl Ord for Bigram {
 /// Appends the tokens of `text` (already escaped: spaces are U+2581) to `out`.
 pub fn tokenize(tok: &Tokenizer, text: &str, out: &mut Vec<u32>) {
     let bytes = text.as_bytes();
-    let mut symbols: Vec<Symbol> = Vec::new();
-    let mut offs = 0;
-    while offs < bytes.len() {
-        let len = utf8_len_from_lead(bytes[offs]).min(bytes.len() - offs);
-        let idx = symbols.len() as isize;
-        symbols.push(Symbol {
-            prev: idx - 1,
-            next: if offs + len == bytes.len() {
-                -1
-            } else {
-                idx + 1
-            },
-            start: offs,
-            len,
-        });
-        offs += len;
-    }
+    let mut symbols = utf8_symbols(bytes);
     if symbols.is_empty() {
         return;
     }

@@ -76,6 +76,39 @@ pub fn utf8_len_from_lead(byte: u8) -> usize {
     LOOKUP[(byte >> 4) as usize]
 }
 
+/// One symbol of a word being merged (SentencePiece and BPE): a byte range in a doubly linked
+/// list (`-1` ends it).
+#[derive(Clone, Copy)]
+pub struct Symbol {
+    pub prev: isize,
+    pub next: isize,
+    pub start: usize,
+    pub len: usize,
+}
+
+/// The word's UTF-8 characters as a linked list of symbols, ready for merging.
+pub fn utf8_symbols(bytes: &[u8]) -> Vec<Symbol> {
+    let mut symbols = Vec::new();
+    let mut offs = 0;
+    while offs < bytes.len() {
+        let len = utf8_len_from_lead(bytes[offs]).min(bytes.len() - offs);
+        let idx = symbols.len() as isize;
+        let next = if offs + len == bytes.len() {
+            -1
+        } else {
+            idx + 1
+        };
+        symbols.push(Symbol {
+            prev: idx - 1,
+            next,
+            start: offs,
+            len,
+        });
+        offs += len;
+    }
+    symbols
+}
+
 /// GPT-2's reversible byte↔unicode table: printable Latin-1 bytes map to themselves, the other
 /// 68 bytes to U+0100.. in byte order.
 pub struct ByteUnicode {
