@@ -118,6 +118,48 @@ fn main() {
                 mv_gflops,
                 mm_gflops
             );
+            if can_pack(ty, MV_ROWS) {
+                let mut packed = vec![0u8; w.len()];
+                pack_rows(ty, COLS, &w, &mut packed);
+                let mut out = vec![0f32; MV_ROWS];
+                let s = time(Duration::from_millis(400), || {
+                    matmul_packed_at(
+                        level,
+                        ty,
+                        COLS,
+                        black_box(&packed),
+                        &acts[..ab],
+                        1,
+                        &mut out,
+                    );
+                    black_box(&out);
+                });
+                let gbs = w.len() as f64 / s / 1e9;
+                let mv_gflops = 2.0 * (MV_ROWS * COLS) as f64 / s / 1e9;
+                let mm_packed = &packed[..mm_w.len()];
+                let mut out = vec![0f32; MM_ROWS * TOKENS];
+                let s = time(Duration::from_millis(600), || {
+                    matmul_packed_at(
+                        level,
+                        ty,
+                        COLS,
+                        black_box(mm_packed),
+                        &acts,
+                        TOKENS,
+                        &mut out,
+                    );
+                    black_box(&out);
+                });
+                let mm_gflops = 2.0 * (MM_ROWS * COLS * TOKENS) as f64 / s / 1e9;
+                println!(
+                    "{:<6} {:<12} {:>16.2} {:>16.2} {:>18.2}",
+                    format!("{}x8", ty.name()),
+                    level.name(),
+                    gbs,
+                    mv_gflops,
+                    mm_gflops
+                );
+            }
         }
     }
 }

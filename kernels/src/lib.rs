@@ -18,6 +18,7 @@
 pub mod blocks;
 mod dispatch;
 mod level;
+pub mod packed;
 pub mod scalar;
 pub mod types;
 
@@ -27,6 +28,10 @@ mod arm;
 mod x86;
 
 pub use level::{active_level, choose_level, KernelLevel, LevelChoice, UnknownLevel};
+pub use packed::{
+    can_pack, matmul_packed, matmul_packed_at, pack_rows, pack_rows_in_place, packing_pays,
+    unpack_rows, PACK_ROWS,
+};
 pub use types::GgmlType;
 
 fn row_bytes_of(ty: GgmlType, n: usize) -> usize {

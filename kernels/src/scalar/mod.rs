@@ -4,6 +4,7 @@
 pub mod dequant;
 pub mod dot;
 pub mod k_quantize;
+pub(crate) mod packed;
 pub mod quantize;
 
 use crate::dispatch::{KernelTable, TypeKernels};

@@ -4,6 +4,7 @@
 //! dedicated ones); the levels exist so the dispatch and `MOE_EDGE_KERNELS` names are stable.
 
 mod avx2;
+pub(crate) mod packed_avx2;
 
 use crate::dispatch::KernelTable;
 use crate::level::KernelLevel;

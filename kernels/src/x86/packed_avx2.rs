@@ -1,0 +1,92 @@
+//! AVX2 kernel for packed Q4_0 (`Q4_0x8`, see `crate::packed`): one 8-row group per
+//! accumulator, row `r` in lane `r`, so no horizontal sums; the nibbles of a block column are
+//! unpacked once and reused by up to four tokens.
+
+use std::arch::x86_64::*;
+
+use crate::packed::{PackedArgs, PACK_ROWS};
+
+/// Tokens sharing one unpacked block column.
+const TOKEN_TILE: usize = 4;
+
+/// One group (`wg`, 8 rows) times tokens `t0..t0 + T`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group_tile<const T: usize>(
+    args: &PackedArgs<'_>,
+    wg: *const u8,
+    t0: usize,
+    acc_out: &mut [__m256; TOKEN_TILE],
+) {
+    let nb = args.n_cols / 32;
+    let ab = nb * 34;
+    let mask = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        // SAFETY: block column b of the group is 144 bytes at wg + 144b (the caller passes a
+        // whole group of nb columns); token t's activation row has nb blocks of 34 bytes and the
+        // summaries nb entries per token (checked by `matmul_packed_at`).
+        unsafe {
+            let p = wg.add(b * 144);
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let v: [__m256i; 4] =
+                std::array::from_fn(|c| _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i));
+            let lo = v.map(|x| _mm256_and_si256(x, mask));
+            let hi = v.map(|x| _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask));
+            for t in 0..T {
+                let tok = t0 + t;
+                let y = args.acts.as_ptr().add(tok * ab + b * 34 + 2);
+                let bc = |o: usize| _mm256_set1_epi32((y.add(o) as *const i32).read_unaligned());
+                let mut s = _mm256_maddubs_epi16(lo[0], bc(0));
+                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[0], bc(16)));
+                for c in 1..4 {
+                    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[c], bc(4 * c)));
+                    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[c], bc(16 + 4 * c)));
+                }
+                let zero_point = _mm256_set1_epi32(*args.act_s.get_unchecked(tok * nb + b));
+                let dot = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), zero_point);
+                let d = _mm256_mul_ps(dw, _mm256_set1_ps(*args.act_d.get_unchecked(tok * nb + b)));
+                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[t]);
+            }
+        }
+    }
+    acc_out[..T].copy_from_slice(&acc);
+}
+
+/// Packed Q4_0 times Q8_0 activations, every group and token.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be present; arguments as checked by `crate::packed::matmul_packed_at`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
+    let nb = args.n_cols / 32;
+    let group_bytes = nb * 144;
+    let n_groups = args.w.len() / group_bytes;
+    let n_rows = n_groups * PACK_ROWS;
+    let mut acc = [_mm256_setzero_ps(); TOKEN_TILE];
+    for g in 0..n_groups {
+        // SAFETY: group g lies inside `w` (n_groups whole groups).
+        let wg = unsafe { args.w.as_ptr().add(g * group_bytes) };
+        let mut t0 = 0;
+        while t0 < args.n_tokens {
+            let t = TOKEN_TILE.min(args.n_tokens - t0);
+            // SAFETY: tokens t0..t0 + t exist; same features as this function.
+            unsafe {
+                match t {
+                    4 => group_tile::<4>(args, wg, t0, &mut acc),
+                    3 => group_tile::<3>(args, wg, t0, &mut acc),
+                    2 => group_tile::<2>(args, wg, t0, &mut acc),
+                    _ => group_tile::<1>(args, wg, t0, &mut acc),
+                }
+            }
+            for (i, a) in acc[..t].iter().enumerate() {
+                let at = (t0 + i) * n_rows + g * PACK_ROWS;
+                let dst = &mut out[at..at + PACK_ROWS];
+                // SAFETY: dst has exactly 8 f32.
+                unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), *a) };
+            }
+            t0 += t;
+        }
+    }
+}
