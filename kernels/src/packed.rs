@@ -44,7 +44,7 @@ pub(crate) type PackedMatmulFn = unsafe fn(args: &PackedArgs<'_>, out: &mut [f32
 
 /// Whether `ty` has a packed layout and a `rows`-row matrix can use it.
 pub fn can_pack(ty: GgmlType, rows: usize) -> bool {
-    ty == GgmlType::Q4_0 && rows > 0 && rows % PACK_ROWS == 0
+    ty == GgmlType::Q4_0 && rows > 0 && rows.is_multiple_of(PACK_ROWS)
 }
 
 /// Whether packing `ty` pays off at the active level (a SIMD packed kernel exists). Callers pack
@@ -70,7 +70,7 @@ fn packed_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
 fn check_pack_shape(ty: GgmlType, n_cols: usize, len: usize) -> (usize, usize) {
     let rb = crate::row_bytes_of(ty, n_cols);
     assert!(
-        len % rb == 0 && can_pack(ty, len / rb),
+        len.is_multiple_of(rb) && can_pack(ty, len / rb),
         "{ty}: {len} bytes of {n_cols}-column rows cannot be packed in groups of {PACK_ROWS}"
     );
     (rb, len / rb)
