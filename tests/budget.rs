@@ -49,13 +49,20 @@ fn cached_model(
     slots: usize,
     policy: EvictionPolicy,
     prefetch: bool,
+    repack: bool,
 ) -> (Model, Arc<CachedExpertStore>) {
     let file = Arc::new(GgufFile::open(path).unwrap());
     let probe = Model::from_file(file.clone(), None).unwrap();
+    let layouts = probe
+        .weights
+        .expert_layouts()
+        .into_iter()
+        .map(|l| l.map(|l| l.with_packing(repack)))
+        .collect();
     let store = Arc::new(
         CachedExpertStore::new(
             path,
-            probe.weights.expert_layouts(),
+            layouts,
             probe.cfg.n_expert,
             CacheConfig {
                 slots,
@@ -68,6 +75,9 @@ fn cached_model(
         .unwrap(),
     );
     let mut m = Model::from_file(file, Some(store.clone() as Arc<dyn ExpertStore>)).unwrap();
+    if repack {
+        m.repack().unwrap();
+    }
     m.prefetcher.enabled = prefetch;
     (m, store)
 }
@@ -77,33 +87,40 @@ fn logits_are_bit_identical_under_a_budget_that_evicts_every_token() {
     let tokens: Vec<u32> = vec![1, 20, 300, 4000, 17, 99, 512, 3, 3, 60, 7, 1234];
     for name in MOE_FIXTURES {
         let path = fixture(name);
-        let full = Model::open(&path).unwrap();
-        let k = full.cfg.n_expert_used;
-        for batched in [false, true] {
-            let want = run_tokens(&full, &tokens, batched);
-            for (policy, prefetch) in [(EvictionPolicy::Lru, false), (EvictionPolicy::Lfu, true)] {
-                let (m, store) = cached_model(&path, k, policy, prefetch);
-                let got = run_tokens(&m, &tokens, batched);
-                let same = want
-                    .iter()
-                    .zip(&got)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(
+        for repack in [false, true] {
+            let mut full = Model::open(&path).unwrap();
+            if repack {
+                full.repack().unwrap();
+            }
+            let k = full.cfg.n_expert_used;
+            for batched in [false, true] {
+                let want = run_tokens(&full, &tokens, batched);
+                for (policy, prefetch) in
+                    [(EvictionPolicy::Lru, false), (EvictionPolicy::Lfu, true)]
+                {
+                    let (m, store) = cached_model(&path, k, policy, prefetch, repack);
+                    let got = run_tokens(&m, &tokens, batched);
+                    let same = want
+                        .iter()
+                        .zip(&got)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
                     same,
-                    "{name} ({policy}, batched {batched}): logits differ under the budget"
+                    "{name} ({policy}, batched {batched}, repack {repack}): logits differ under the budget"
                 );
-                let s = store.stats();
-                assert!(
-                    s.evictions > 0,
-                    "{name}: the budget did not force evictions"
-                );
-                assert!(
-                    s.resident_bytes <= s.capacity_bytes,
-                    "{name}: resident {} > capacity {}",
-                    s.resident_bytes,
-                    s.capacity_bytes
-                );
-                assert_eq!(s.hits + s.misses, s.requests);
+                    let s = store.stats();
+                    assert!(
+                        s.evictions > 0,
+                        "{name}: the budget did not force evictions"
+                    );
+                    assert!(
+                        s.resident_bytes <= s.capacity_bytes,
+                        "{name}: resident {} > capacity {}",
+                        s.resident_bytes,
+                        s.capacity_bytes
+                    );
+                    assert_eq!(s.hits + s.misses, s.requests);
+                }
             }
         }
     }
@@ -112,7 +129,7 @@ fn logits_are_bit_identical_under_a_budget_that_evicts_every_token() {
 #[test]
 fn pinned_experts_stay_resident() {
     let path = fixture("olmoe_q8_0.gguf");
-    let (m, store) = cached_model(&path, 4, EvictionPolicy::Lru, false);
+    let (m, store) = cached_model(&path, 4, EvictionPolicy::Lru, false, false);
     store.pin(&[(0, 5), (1, 2)]).unwrap();
     run_tokens(&m, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], false);
     let resident = store.resident();

@@ -57,9 +57,17 @@ fn argmax(row: &[f32]) -> u32 {
     best as u32
 }
 
-fn check(path: &Path, sequential: bool) -> String {
+fn check(path: &Path, sequential: bool, repack: bool) -> String {
     let fx: Fixture = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let model = Model::open(&path.with_file_name(&fx.model)).expect("fixture model loads");
+    let mut model = Model::open(&path.with_file_name(&fx.model)).expect("fixture model loads");
+    if repack {
+        let packed = model.repack().expect("repacks");
+        if fx.ftype.eq_ignore_ascii_case("q4_0")
+            && moe_edge_kernels::packing_pays(moe_edge_kernels::GgmlType::Q4_0)
+        {
+            assert!(packed > 0, "{}: nothing was repacked", fx.model);
+        }
+    }
     assert_eq!(model.cfg.arch.name(), fx.arch, "{}", fx.model);
     assert_eq!(model.cfg.n_vocab, fx.n_vocab);
     let n = fx.tokens.len();
@@ -97,8 +105,14 @@ fn check(path: &Path, sequential: bool) -> String {
     let median = sorted[n / 2];
     let agree = top1 as f64 / n as f64;
     let report = format!(
-        "{:<40} {:>6} median cos {:.6} min {:.6} top-1 {}/{}",
-        fx.model, fx.ftype, median, sorted[0], top1, n
+        "{:<40} {:>6}{} median cos {:.6} min {:.6} top-1 {}/{}",
+        fx.model,
+        fx.ftype,
+        if repack { " (repacked)" } else { "" },
+        median,
+        sorted[0],
+        top1,
+        n
     );
     assert!(
         median >= threshold(&fx.ftype),
@@ -127,13 +141,23 @@ fn fixtures() -> Vec<PathBuf> {
 #[test]
 fn logits_match_llama_cpp_batched() {
     for f in fixtures() {
-        eprintln!("{}", check(&f, false));
+        eprintln!("{}", check(&f, false, false));
     }
 }
 
 #[test]
 fn logits_match_llama_cpp_one_token_at_a_time() {
     for f in fixtures() {
-        eprintln!("{}", check(&f, true));
+        eprintln!("{}", check(&f, true, false));
+    }
+}
+
+/// The same with weights repacked for the kernels (the CLI's default), batched and one token
+/// at a time.
+#[test]
+fn logits_match_llama_cpp_repacked() {
+    for f in fixtures() {
+        eprintln!("{}", check(&f, false, true));
+        eprintln!("{}", check(&f, true, true));
     }
 }

@@ -21,6 +21,7 @@ mod level;
 pub mod packed;
 pub mod scalar;
 pub mod types;
+pub mod vector;
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
@@ -33,6 +34,7 @@ pub use packed::{
     unpack_rows, PACK_ROWS,
 };
 pub use types::GgmlType;
+pub use vector::{axpy, axpy_at, dot_f32, dot_f32_at};
 
 fn row_bytes_of(ty: GgmlType, n: usize) -> usize {
     match ty.row_bytes(n) {

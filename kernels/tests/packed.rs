@@ -128,3 +128,29 @@ fn packed_agrees_with_row_major() {
         );
     }
 }
+
+#[test]
+fn f32_vector_helpers_match_scalar() {
+    let mut rng = Rng::new(34);
+    for level in KernelLevel::supported() {
+        for n in [1usize, 7, 8, 33, 128, 131] {
+            let a = rng.normals(n);
+            let b = rng.normals(n);
+            let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            let got = dot_f32_at(level, &a, &b);
+            assert!(
+                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "{level} dot n={n}: {got} vs {want}"
+            );
+            let mut y = b.clone();
+            axpy_at(level, 0.37, &a, &mut y);
+            for i in 0..n {
+                let want = b[i] + 0.37 * a[i];
+                assert!(
+                    (y[i] - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                    "{level} axpy n={n} i={i}"
+                );
+            }
+        }
+    }
+}

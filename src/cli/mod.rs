@@ -87,6 +87,12 @@ pub struct ModelArgs {
     #[arg(long = "no-direct-io")]
     pub no_direct_io: bool,
 
+    /// Keep weights in the file's row layout, served zero-copy from the map. By default Q4_0
+    /// weights are repacked into interleaved row groups for the SIMD kernels (an owned copy of
+    /// the same size; under a RAM budget only resident experts are packed, as they load)
+    #[arg(long = "no-repack", alias = "nr")]
+    pub no_repack: bool,
+
     #[command(flatten)]
     pub router: crate::router::RouterArgs,
 
@@ -219,6 +225,10 @@ impl ModelArgs {
                     BudgetPlan::new(b, non_expert, kv, working, slot_bytes, cfg.n_expert_used)?;
                 let total_experts = cfg.n_expert * layouts.iter().flatten().count();
                 let slots = plan.slots.min(total_experts);
+                let layouts = layouts
+                    .into_iter()
+                    .map(|l| l.map(|l| l.with_packing(!self.no_repack)))
+                    .collect();
                 let store = CachedExpertStore::new(
                     file.path(),
                     layouts,
@@ -238,6 +248,9 @@ impl ModelArgs {
                 drop(mapped);
                 file.advise_random();
                 let mut m = Model::from_file(file, Some(Arc::new(store)))?;
+                if !self.no_repack {
+                    m.repack()?;
+                }
                 m.prefetcher.enabled = self.prefetch;
                 log::info!(
                     "RAM budget {}: {} non-expert + {} KV + {} working + {} expert slots of {}",
@@ -262,8 +275,20 @@ impl ModelArgs {
                 (mapped, None)
             }
             None => {
-                // All weights resident: fault them in now, as llama.cpp's mmap does.
-                file.populate();
+                let mut mapped = mapped;
+                let packed = if self.no_repack { 0 } else { mapped.repack()? };
+                if packed > 0 {
+                    log::info!(
+                        "repacked {} of weights for the kernels",
+                        budget::fmt_mib(packed)
+                    );
+                }
+                // All weights resident: fault them in now, as llama.cpp's mmap does. Packed
+                // tensors were read into memory of their own; what stays mapped then (token
+                // embeddings, looked up by row) faults in as used.
+                if packed == 0 {
+                    file.populate();
+                }
                 (mapped, None)
             }
         };

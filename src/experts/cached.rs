@@ -264,10 +264,11 @@ impl CachedExpertStore {
                 .name(format!("expert-io-{i}"))
                 .spawn(move || {
                     let mut bounce = AlignedBuf { raw: Vec::new() };
+                    let mut scratch = Vec::new();
                     loop {
                         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                         let Ok(slot) = job else { break };
-                        load_slot(&shared, slot, &mut bounce);
+                        load_slot(&shared, slot, &mut bounce, &mut scratch);
                     }
                 })
                 .context("cannot start an expert I/O thread")?;
@@ -462,7 +463,8 @@ impl CachedExpertStore {
     }
 }
 
-fn load_slot(shared: &Shared, slot: usize, bounce: &mut AlignedBuf) {
+/// Reads one expert into its slot (packing each matrix in place when its layout says so).
+fn load_slot(shared: &Shared, slot: usize, bounce: &mut AlignedBuf, scratch: &mut Vec<u8>) {
     let key = {
         let inner = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.slots[slot].key
@@ -484,6 +486,9 @@ fn load_slot(shared: &Shared, slot: usize, bounce: &mut AlignedBuf) {
             shared
                 .reader
                 .read(t.offset_of(e), &mut buf[at..at + n], bounce, &what)?;
+            if t.packed {
+                moe_edge_kernels::pack_rows_in_place(t.ty, t.cols, &mut buf[at..at + n], scratch);
+            }
             at += n;
         }
         Ok(total as u64)

@@ -1,8 +1,10 @@
-//! All experts resident: views into the memory-mapped file.
+//! All experts resident: views into the memory-mapped file, or owned packed copies when the
+//! layout asks for the kernels' packed layout (like llama.cpp's repack, an anonymous copy).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Result};
+use rayon::prelude::*;
 
 use super::{ExpertBytes, ExpertStore, StoreStats};
 use crate::gguf::{GgufFile, TensorBytes};
@@ -22,11 +24,22 @@ pub struct MappedExpertStore {
     total_bytes: u64,
 }
 
+/// The tensor's bytes: a view into the map, or (for a packed tensor) an owned copy read with
+/// `pread`, packed expert by expert in parallel, the page cache dropped behind it.
 fn view(file: &GgufFile, t: &ExpertTensor) -> Result<(TensorBytes, u64)> {
     let info = file
         .tensor(&t.name)
         .ok_or_else(|| anyhow::anyhow!("tensor '{}' is missing", t.name))?;
-    Ok((file.tensor_bytes(info)?, t.bytes_per_expert))
+    if !t.packed {
+        return Ok((file.tensor_bytes(info)?, t.bytes_per_expert));
+    }
+    let mut buf = vec![0u8; info.n_bytes as usize];
+    file.read_at_uncached(info.file_offset, &mut buf, &format!("tensor '{}'", t.name))?;
+    buf.par_chunks_mut(t.bytes_per_expert as usize)
+        .for_each_init(Vec::new, |scratch, expert| {
+            moe_edge_kernels::pack_rows_in_place(t.ty, t.cols, expert, scratch)
+        });
+    Ok((TensorBytes::Owned(buf), t.bytes_per_expert))
 }
 
 impl MappedExpertStore {

@@ -184,6 +184,30 @@ impl GgufFile {
         }
     }
 
+    /// Reads like [`GgufFile::read_at`], in pieces, and drops each piece from the page cache once
+    /// read (the caller keeps its own copy; the cache would only hold RAM twice).
+    pub fn read_at_uncached(&self, offset: u64, buf: &mut [u8], what: &str) -> Result<()> {
+        const PIECE: usize = 64 << 20;
+        let mut done = 0usize;
+        for piece in buf.chunks_mut(PIECE) {
+            let at = offset + done as u64;
+            self.read_at(at, piece, what)?;
+            // SAFETY: posix_fadvise only advises the kernel about this file's page cache; it
+            // touches no memory of ours, and a failure is harmless.
+            unsafe {
+                use std::os::fd::AsRawFd;
+                libc::posix_fadvise(
+                    self.file.as_raw_fd(),
+                    at as libc::off_t,
+                    piece.len() as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                );
+            }
+            done += piece.len();
+        }
+        Ok(())
+    }
+
     /// Reads `buf.len()` bytes at absolute file offset `offset` (pread). A short read is an error
     /// naming `what` (the file may have been truncated since it was opened).
     pub fn read_at(&self, offset: u64, buf: &mut [u8], what: &str) -> Result<()> {
@@ -202,6 +226,8 @@ pub enum TensorBytes {
     /// Pointer and length into a map owned by the `GgufFile`.
     Borrowed(*const u8, usize),
     Mapped(Arc<FileMap>),
+    /// Read into memory of our own (e.g. repacked for the kernels).
+    Owned(Vec<u8>),
 }
 
 // SAFETY: the borrowed pointer points into a read-only map that is never mutated; sharing it
@@ -219,6 +245,7 @@ impl TensorBytes {
             // long as the GgufFile; the model keeps the file alive for as long as it holds these.
             TensorBytes::Borrowed(p, n) => unsafe { std::slice::from_raw_parts(*p, *n) },
             TensorBytes::Mapped(m) => m.bytes(),
+            TensorBytes::Owned(v) => v,
         }
     }
 }

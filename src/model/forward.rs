@@ -7,7 +7,9 @@ use anyhow::{bail, Result};
 use rayon::prelude::*;
 
 use super::config::{Config, QkNorm, RopeStyle};
-use super::linalg::{linear, quantize_rows, rms_norm, rms_norm_inplace, rope, sigmoid, silu};
+use super::linalg::{
+    linear, linear_many, quantize_rows, rms_norm, rms_norm_inplace, rope, sigmoid, silu, LinearJob,
+};
 use super::weights::{DenseFfn, ExpertLayout, Ffn, LayerWeights, Matrix};
 use super::Model;
 use crate::experts::ExpertBytes;
@@ -76,7 +78,7 @@ pub struct ForwardOutput {
 
 fn apply_linear(m: &Matrix, x: &[f32], n_tok: usize, qbuf: &mut Vec<u8>, out: &mut [f32]) {
     quantize_rows(m.ty, x, n_tok, qbuf);
-    linear(m.ty, m.cols, m.rows, m.bytes(), qbuf, n_tok, out);
+    linear(m.view(), qbuf, n_tok, out);
 }
 
 fn add_bias(x: &mut [f32], bias: &Option<Vec<f32>>) {
@@ -218,28 +220,12 @@ impl Model {
         // k and v usually share q's type: reuse the quantized activations when they do.
         let same = |m: &Matrix| m.ty.vec_dot_type() == layer.wq.ty.vec_dot_type();
         if same(&layer.wk) {
-            linear(
-                layer.wk.ty,
-                layer.wk.cols,
-                layer.wk.rows,
-                layer.wk.bytes(),
-                qbuf,
-                n,
-                &mut k,
-            );
+            linear(layer.wk.view(), qbuf, n, &mut k);
         } else {
             apply_linear(&layer.wk, xn, n, qbuf, &mut k);
         }
         if same(&layer.wv) && same(&layer.wk) {
-            linear(
-                layer.wv.ty,
-                layer.wv.cols,
-                layer.wv.rows,
-                layer.wv.bytes(),
-                qbuf,
-                n,
-                &mut v,
-            );
+            linear(layer.wv.view(), qbuf, n, &mut v);
         } else {
             apply_linear(&layer.wv, xn, n, qbuf, &mut v);
         }
@@ -298,7 +284,7 @@ impl Model {
                 let mut max = f32::NEG_INFINITY;
                 for p in 0..n_keys {
                     let kh = &kc[p * kd + kvh * hd..p * kd + (kvh + 1) * hd];
-                    let dot: f32 = qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    let dot = moe_edge_kernels::dot_f32(qh, kh) * scale;
                     max = max.max(dot);
                     scores.push(dot);
                 }
@@ -311,10 +297,7 @@ impl Model {
                 o.fill(0.0);
                 for (p, &w) in scores.iter().enumerate() {
                     let vh = &vc[p * vd + kvh * hdv..p * vd + (kvh + 1) * hdv];
-                    let w = w * inv;
-                    for (a, &b) in o.iter_mut().zip(vh) {
-                        *a += w * b;
-                    }
+                    moe_edge_kernels::axpy(w * inv, vh, o);
                 }
             });
         });
@@ -381,34 +364,72 @@ impl Model {
         for group in used.chunks(self.store.max_batch().max(1)) {
             self.store
                 .with_experts(il, group, &mut |experts: &[ExpertBytes<'_>]| {
+                    // Activations of each expert's tokens, quantized for gate and up.
+                    let mut xq_gate = vec![Vec::new(); group.len()];
+                    let mut xq_up = vec![Vec::new(); group.len()];
+                    let same_act = layout.up.ty.vec_dot_type() == layout.gate.ty.vec_dot_type();
                     let mut xs = Vec::new();
-                    let mut qb = Vec::new();
-                    for (&ex, bytes) in group.iter().zip(experts) {
+                    for (j, &ex) in group.iter().enumerate() {
                         let toks = &by_expert[ex];
-                        let m = toks.len();
                         xs.clear();
                         for &(t, _) in toks {
                             xs.extend_from_slice(&xn[t * e..(t + 1) * e]);
                         }
-                        let mut g = vec![0f32; m * ff];
-                        let mut u = vec![0f32; m * ff];
-                        quantize_rows(layout.gate.ty, &xs, m, &mut qb);
-                        linear(layout.gate.ty, e, ff, bytes.gate, &qb, m, &mut g);
-                        if layout.up.ty.vec_dot_type() != layout.gate.ty.vec_dot_type() {
-                            quantize_rows(layout.up.ty, &xs, m, &mut qb);
+                        quantize_rows(layout.gate.ty, &xs, toks.len(), &mut xq_gate[j]);
+                        if !same_act {
+                            quantize_rows(layout.up.ty, &xs, toks.len(), &mut xq_up[j]);
                         }
-                        linear(layout.up.ty, e, ff, bytes.up, &qb, m, &mut u);
-                        for (a, b) in g.iter_mut().zip(&u) {
+                    }
+                    let m_of = |j: usize| by_expert[group[j]].len();
+                    let mut g: Vec<Vec<f32>> =
+                        (0..group.len()).map(|j| vec![0f32; m_of(j) * ff]).collect();
+                    let mut u = g.clone();
+                    // Gate and up of every expert in the group: one parallel region.
+                    let mut jobs = Vec::with_capacity(2 * group.len());
+                    for (j, (gj, uj)) in g.iter_mut().zip(u.iter_mut()).enumerate() {
+                        let xu = if same_act { &xq_gate[j] } else { &xq_up[j] };
+                        jobs.push(LinearJob {
+                            w: layout.gate.view(experts[j].gate),
+                            xq: &xq_gate[j],
+                            n_tok: m_of(j),
+                            out: gj,
+                        });
+                        jobs.push(LinearJob {
+                            w: layout.up.view(experts[j].up),
+                            xq: xu,
+                            n_tok: m_of(j),
+                            out: uj,
+                        });
+                    }
+                    linear_many(&mut jobs);
+                    drop(jobs);
+                    let mut xq_down = vec![Vec::new(); group.len()];
+                    for j in 0..group.len() {
+                        for (a, b) in g[j].iter_mut().zip(&u[j]) {
                             *a = silu(*a) * b;
                         }
-                        let mut d = vec![0f32; m * e];
-                        quantize_rows(layout.down.ty, &g, m, &mut qb);
-                        linear(layout.down.ty, ff, e, bytes.down, &qb, m, &mut d);
-                        for (j, &(t, slot)) in toks.iter().enumerate() {
+                        quantize_rows(layout.down.ty, &g[j], m_of(j), &mut xq_down[j]);
+                    }
+                    let mut d: Vec<Vec<f32>> =
+                        (0..group.len()).map(|j| vec![0f32; m_of(j) * e]).collect();
+                    let mut jobs: Vec<LinearJob<'_>> = d
+                        .iter_mut()
+                        .enumerate()
+                        .map(|(j, dj)| LinearJob {
+                            w: layout.down.view(experts[j].down),
+                            xq: &xq_down[j],
+                            n_tok: m_of(j),
+                            out: dj,
+                        })
+                        .collect();
+                    linear_many(&mut jobs);
+                    drop(jobs);
+                    for (j, &ex) in group.iter().enumerate() {
+                        for (i, &(t, slot)) in by_expert[ex].iter().enumerate() {
                             let w = routes[t][slot].weight;
                             let dst = &mut slot_out
                                 [(t * max_slots + slot) * e..(t * max_slots + slot + 1) * e];
-                            for (o, &v) in dst.iter_mut().zip(&d[j * e..(j + 1) * e]) {
+                            for (o, &v) in dst.iter_mut().zip(&d[j][i * e..(i + 1) * e]) {
                                 *o = v * w;
                             }
                         }

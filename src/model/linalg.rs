@@ -17,60 +17,149 @@ pub fn quantize_rows(ty: GgmlType, x: &[f32], n_rows: usize, out: &mut Vec<u8>) 
     }
 }
 
-/// Rows per parallel task: enough work per task to amortise scheduling, enough tasks to balance.
-fn rows_per_task(rows: usize, cols: usize) -> usize {
-    let threads = rayon::current_num_threads().max(1);
-    let min_rows = (16384 / cols.max(1)).clamp(4, 256);
-    rows.div_ceil(threads * 4).max(min_rows).next_multiple_of(4)
+/// A weight matrix as the kernels see it: `rows` rows of `cols` elements of `ty`, row-major
+/// (ggml layout) or packed in interleaved row groups (`moe_edge_kernels::packed`).
+#[derive(Clone, Copy)]
+pub struct WeightView<'a> {
+    pub ty: GgmlType,
+    pub cols: usize,
+    pub rows: usize,
+    pub bytes: &'a [u8],
+    pub packed: bool,
 }
 
-/// `out[t][r] = Σ_c w[r][c] · x[t][c]` for `n_tok` tokens; `xq` holds the tokens' activations
-/// quantized with [`quantize_rows`] for `ty`.
-pub fn linear(
-    ty: GgmlType,
-    cols: usize,
-    rows: usize,
-    w: &[u8],
+/// Rows `r0..r0 + n_rows` of `w` times `n_tok` tokens into `out` (`out[t * n_rows + r]`).
+fn rows_times_tokens(
+    w: &WeightView<'_>,
+    r0: usize,
+    n_rows: usize,
     xq: &[u8],
     n_tok: usize,
     out: &mut [f32],
 ) {
-    let rb = ty.row_bytes(cols).expect("validated shape");
-    debug_assert_eq!(w.len(), rb * rows);
-    debug_assert_eq!(out.len(), rows * n_tok);
-    let chunk = rows_per_task(rows, cols);
-    if n_tok == 1 {
-        if rows <= chunk {
-            moe_edge_kernels::matvec(ty, cols, w, xq, out);
-        } else {
-            out.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| {
-                let r0 = i * chunk;
-                moe_edge_kernels::matvec(ty, cols, &w[r0 * rb..(r0 + o.len()) * rb], xq, o);
-            });
-        }
-        return;
+    let rb = w.ty.row_bytes(w.cols).expect("validated shape");
+    let bytes = &w.bytes[r0 * rb..(r0 + n_rows) * rb];
+    if w.packed {
+        moe_edge_kernels::matmul_packed(w.ty, w.cols, bytes, xq, n_tok, out);
+    } else if n_tok == 1 {
+        moe_edge_kernels::matvec(w.ty, w.cols, bytes, xq, out);
+    } else {
+        moe_edge_kernels::matmul(w.ty, w.cols, bytes, xq, n_tok, out);
     }
-    if rows <= chunk {
-        moe_edge_kernels::matmul(ty, cols, w, xq, n_tok, out);
-        return;
-    }
-    let n_chunks = rows.div_ceil(chunk);
-    let parts: Vec<(usize, Vec<f32>)> = (0..n_chunks)
-        .into_par_iter()
-        .map(|i| {
-            let r0 = i * chunk;
-            let r1 = (r0 + chunk).min(rows);
-            let mut part = vec![0f32; (r1 - r0) * n_tok];
-            moe_edge_kernels::matmul(ty, cols, &w[r0 * rb..r1 * rb], xq, n_tok, &mut part);
-            (r0, part)
+}
+
+/// One matrix product of a batch run by [`linear_many`]: `out[t][r] = Σ_c w[r][c] · x[t][c]`
+/// for `n_tok` tokens whose activations `xq` were quantized with [`quantize_rows`] for `w.ty`.
+pub struct LinearJob<'a> {
+    pub w: WeightView<'a>,
+    pub xq: &'a [u8],
+    pub n_tok: usize,
+    pub out: &'a mut [f32],
+}
+
+/// A slice of rows of one job, and where its results go.
+struct Task<'a> {
+    job: usize,
+    r0: usize,
+    n_rows: usize,
+    out: &'a mut [f32],
+}
+
+/// Weight bytes below which splitting a product further costs more than it balances.
+const MIN_TASK_BYTES: usize = 32 << 10;
+
+/// Runs several independent products in one parallel region: every job's rows are cut into
+/// tasks of whole packed groups, and the rayon pool takes them all at once (one fork-join for,
+/// say, the gate and up projections of every routed expert, instead of one per matrix).
+pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
+    let threads = rayon::current_num_threads().max(1);
+    let total_bytes: usize = jobs.iter().map(|j| j.w.bytes.len()).sum();
+    let task_bytes = (total_bytes / (threads * 4)).max(MIN_TASK_BYTES);
+    let chunks: Vec<usize> = jobs
+        .iter()
+        .map(|j| {
+            debug_assert_eq!(j.out.len(), j.w.rows * j.n_tok);
+            let rb = j.w.ty.row_bytes(j.w.cols).expect("validated shape").max(1);
+            (task_bytes / rb)
+                .max(1)
+                .next_multiple_of(moe_edge_kernels::PACK_ROWS)
+                .min(j.w.rows.max(1))
         })
         .collect();
-    for (r0, part) in parts {
-        let n = part.len() / n_tok;
-        for t in 0..n_tok {
-            out[t * rows + r0..t * rows + r0 + n].copy_from_slice(&part[t * n..(t + 1) * n]);
+    let n_tasks: usize = jobs
+        .iter()
+        .zip(&chunks)
+        .map(|(j, &c)| j.w.rows.div_ceil(c))
+        .sum();
+    if n_tasks <= 1 {
+        for j in jobs.iter_mut() {
+            rows_times_tokens(&j.w, 0, j.w.rows, j.xq, j.n_tok, j.out);
+        }
+        return;
+    }
+    // One token: each task writes its rows of the output directly. Several tokens: outputs
+    // are token-major, so a row slice is strided; tasks write `[t][r]` parts to a scratch
+    // buffer, copied into place afterwards.
+    let single = jobs.iter().all(|j| j.n_tok == 1);
+    let mut scratch = if single {
+        Vec::new()
+    } else {
+        vec![0f32; jobs.iter().map(|j| j.out.len()).sum()]
+    };
+    let inputs: Vec<(WeightView<'_>, &[u8], usize)> =
+        jobs.iter().map(|j| (j.w, j.xq, j.n_tok)).collect();
+    {
+        let mut tasks: Vec<Task<'_>> = Vec::with_capacity(n_tasks);
+        let mut rest: &mut [f32] = &mut scratch;
+        for (ji, (j, &c)) in jobs.iter_mut().zip(&chunks).enumerate() {
+            let mut dst: &mut [f32] = if single {
+                &mut *j.out
+            } else {
+                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(j.out.len());
+                rest = tail;
+                mine
+            };
+            let mut r0 = 0;
+            while r0 < j.w.rows {
+                let n_rows = c.min(j.w.rows - r0);
+                let (part, tail) = std::mem::take(&mut dst).split_at_mut(n_rows * j.n_tok);
+                dst = tail;
+                tasks.push(Task {
+                    job: ji,
+                    r0,
+                    n_rows,
+                    out: part,
+                });
+                r0 += n_rows;
+            }
+        }
+        tasks.into_par_iter().for_each(|t| {
+            let (w, xq, n_tok) = &inputs[t.job];
+            rows_times_tokens(w, t.r0, t.n_rows, xq, *n_tok, t.out);
+        });
+    }
+    if single {
+        return;
+    }
+    let mut at = 0;
+    for (j, &c) in jobs.iter_mut().zip(&chunks) {
+        let (rows, n_tok) = (j.w.rows, j.n_tok);
+        let mut r0 = 0;
+        while r0 < rows {
+            let n = c.min(rows - r0);
+            for t in 0..n_tok {
+                let src = &scratch[at + t * n..at + (t + 1) * n];
+                j.out[t * rows + r0..t * rows + r0 + n].copy_from_slice(src);
+            }
+            at += n * n_tok;
+            r0 += n;
         }
     }
+}
+
+/// One product over the rayon pool: [`linear_many`] with a single job.
+pub fn linear(w: WeightView<'_>, xq: &[u8], n_tok: usize, out: &mut [f32]) {
+    linear_many(&mut [LinearJob { w, xq, n_tok, out }]);
 }
 
 /// RMSNorm as ggml computes it (sum of squares in f64), times `weight`.

@@ -101,6 +101,34 @@ impl Model {
         })
     }
 
+    /// Repacks resident weights and experts into the kernels' packed layout where the active
+    /// kernel level has a packed kernel (an owned copy of each packed tensor, llama.cpp's
+    /// "repack"). A mapped store is replaced by one holding packed copies; a cached store must
+    /// have been built from layouts `with_packing(true)`, so its slots are packed as they load.
+    /// Returns the bytes packed.
+    pub fn repack(&mut self) -> Result<u64> {
+        let mut packed = self
+            .weights
+            .repack(&self.file)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.file.path().display()))?;
+        if self.store.kind() == "mapped" && self.cfg.is_moe() {
+            let layouts = self.weights.expert_layouts();
+            packed += layouts
+                .iter()
+                .flatten()
+                .flat_map(|l| [&l.gate, &l.up, &l.down])
+                .filter(|t| t.packed)
+                .map(|t| t.bytes_per_expert * self.cfg.n_expert as u64)
+                .sum::<u64>();
+            self.store = Arc::new(MappedExpertStore::new(
+                &self.file,
+                &layouts,
+                self.cfg.n_expert,
+            )?);
+        }
+        Ok(packed)
+    }
+
     pub fn new_state(&self, n_ctx: usize) -> State {
         State::new(&self.cfg, n_ctx)
     }

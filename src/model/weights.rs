@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use moe_edge_kernels::GgmlType;
 
 use super::config::{Arch, Config, QkNorm};
+use super::linalg::WeightView;
 use crate::gguf::{GgufFile, TensorBytes, TensorInfo};
 
 /// A 2-D weight matrix `[rows][cols]` in ggml layout (each row contiguous, `cols` = ggml ne0).
@@ -15,15 +16,49 @@ pub struct Matrix {
     pub rows: usize,
     pub cols: usize,
     bytes: TensorBytes,
+    /// Stored in the kernels' packed layout (an owned copy) rather than as mapped ggml rows.
+    pub packed: bool,
 }
 
 impl Matrix {
     pub fn bytes(&self) -> &[u8] {
         self.bytes.as_slice()
     }
+    pub fn view(&self) -> WeightView<'_> {
+        WeightView {
+            ty: self.ty,
+            cols: self.cols,
+            rows: self.rows,
+            bytes: self.bytes(),
+            packed: self.packed,
+        }
+    }
+    /// Replaces the mapped rows by a packed copy read from `file` (page cache dropped after).
+    fn repack(&mut self, file: &GgufFile) -> Result<()> {
+        if self.packed || !packs(true, self.ty, self.rows) {
+            return Ok(());
+        }
+        let info = get(file, &self.name)?;
+        let mut buf = vec![0u8; info.n_bytes as usize];
+        file.read_at_uncached(
+            info.file_offset,
+            &mut buf,
+            &format!("tensor '{}'", self.name),
+        )?;
+        moe_edge_kernels::pack_rows_in_place(self.ty, self.cols, &mut buf, &mut Vec::new());
+        self.bytes = TensorBytes::Owned(buf);
+        self.packed = true;
+        Ok(())
+    }
     pub fn row_bytes(&self) -> usize {
         self.ty.row_bytes(self.cols).expect("validated")
     }
+}
+
+/// Whether a `rows`-row tensor of `ty` is stored packed when `repack` is asked for: only where
+/// the active kernel level has a packed kernel, so scalar-only CPUs keep zero-copy mapping.
+pub fn packs(repack: bool, ty: GgmlType, rows: usize) -> bool {
+    repack && moe_edge_kernels::can_pack(ty, rows) && moe_edge_kernels::packing_pays(ty)
 }
 
 /// A vector (norm weights, biases) dequantized to f32 at load.
@@ -40,9 +75,22 @@ pub struct ExpertTensor {
     pub file_offset: u64,
     /// Bytes of one expert's matrix.
     pub bytes_per_expert: u64,
+    /// Experts are held in the kernels' packed layout once read (same size as the file's rows).
+    pub packed: bool,
 }
 
 impl ExpertTensor {
+    /// One expert's matrix (`bytes` as the store holds it).
+    pub fn view<'a>(&self, bytes: &'a [u8]) -> WeightView<'a> {
+        WeightView {
+            ty: self.ty,
+            cols: self.cols,
+            rows: self.rows,
+            bytes,
+            packed: self.packed,
+        }
+    }
+
     pub fn offset_of(&self, expert: usize) -> u64 {
         self.file_offset + expert as u64 * self.bytes_per_expert
     }
@@ -57,6 +105,14 @@ pub struct ExpertLayout {
 }
 
 impl ExpertLayout {
+    /// The layout with each tensor marked packed where `repack` is asked for and pays off.
+    pub fn with_packing(mut self, repack: bool) -> ExpertLayout {
+        for t in [&mut self.gate, &mut self.up, &mut self.down] {
+            t.packed = packs(repack, t.ty, t.rows);
+        }
+        self
+    }
+
     pub fn bytes_per_expert(&self) -> u64 {
         self.gate.bytes_per_expert + self.up.bytes_per_expert + self.down.bytes_per_expert
     }
@@ -143,6 +199,7 @@ fn matrix(file: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<Matri
         rows,
         cols,
         bytes: file.tensor_bytes(t)?,
+        packed: false,
     })
 }
 
@@ -191,6 +248,7 @@ fn expert_tensor(
         cols: c,
         file_offset: t.file_offset,
         bytes_per_expert: t.n_bytes / n_expert as u64,
+        packed: false,
     })
 }
 
@@ -314,6 +372,47 @@ impl Weights {
             output_norm,
             output,
         })
+    }
+
+    /// Packs every resident matrix that has a packed layout (all but the token embeddings,
+    /// which are looked up by row) and marks expert tensors packed, as llama.cpp's CPU repack
+    /// does. Returns the bytes now held in owned packed copies.
+    pub fn repack(&mut self, file: &GgufFile) -> Result<u64> {
+        let mut packed = 0u64;
+        let mut one = |m: &mut Matrix| -> Result<()> {
+            m.repack(file)?;
+            if m.packed {
+                packed += m.bytes().len() as u64;
+            }
+            Ok(())
+        };
+        one(&mut self.output)?;
+        for l in &mut self.layers {
+            for m in [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo] {
+                one(m)?;
+            }
+            match &mut l.ffn {
+                Ffn::Dense(d) => {
+                    for m in [&mut d.gate, &mut d.up, &mut d.down] {
+                        one(m)?;
+                    }
+                }
+                Ffn::Moe {
+                    router,
+                    experts,
+                    shared,
+                } => {
+                    one(router)?;
+                    if let Some(s) = shared {
+                        for m in [&mut s.ffn.gate, &mut s.ffn.up, &mut s.ffn.down] {
+                            one(m)?;
+                        }
+                    }
+                    *experts = experts.clone().with_packing(true);
+                }
+            }
+        }
+        Ok(packed)
     }
 
     /// The expert layout of every MoE layer (`None` for dense layers).
