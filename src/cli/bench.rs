@@ -97,6 +97,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if margs.ctx_size.is_none() {
         margs.ctx_size = Some((args.n_prompt + args.n_gen).max(1));
     }
+    // Measure the read bandwidth before the model is loaded: the 256 MiB probe buffer is freed
+    // again before any weight is resident, so it never counts against a RAM budget.
+    let bandwidth = if args.no_roofline {
+        None
+    } else {
+        margs.init_threads()?;
+        Some(measure_read_bandwidth(256 << 20))
+    };
     let loaded = margs.load()?;
     let model = &loaded.model;
     let reps = args.reps.max(1);
@@ -139,11 +147,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let store = model.store.stats();
     let per_token = bytes_per_token(model, model.cfg.n_expert_used);
-    let bandwidth = if args.no_roofline {
-        None
-    } else {
-        Some(measure_read_bandwidth(1 << 30))
-    };
     let (pp_m, pp_sd) = if pp.is_empty() {
         (0.0, 0.0)
     } else {

@@ -47,6 +47,7 @@ impl FileMap {
     /// so the first tokens do not pay hundreds of thousands of page faults. Falls back to
     /// touching one byte per page where `MADV_POPULATE_READ` is not available.
     pub fn populate(&self) {
+        let _ = self.map.advise(memmap2::Advice::Sequential);
         #[cfg(target_os = "linux")]
         if self.map.advise(memmap2::Advice::PopulateRead).is_ok() {
             return;

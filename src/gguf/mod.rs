@@ -75,12 +75,12 @@ impl GgufFile {
         let data = if data_len == 0 {
             DataView::PerTensor(Mutex::new(HashMap::new()))
         } else if data_len <= map_limit() && usize::try_from(data_len).is_ok() {
-            DataView::Whole(FileMap::new(
-                &file,
-                path,
-                header.data_offset,
-                data_len as usize,
-            )?)
+            let map = FileMap::new(&file, path, header.data_offset, data_len as usize)?;
+            // Until told otherwise (`populate`), a fault reads its own page only: read-around
+            // would pull neighbouring tensors, often experts, into the page cache, where they
+            // count against a RAM budget.
+            map.advise_random();
+            DataView::Whole(map)
         } else {
             log::info!(
                 "{}: data section ({data_len} bytes) exceeds the map limit; mapping tensors one by one",
@@ -188,6 +188,13 @@ impl GgufFile {
     /// read (the caller keeps its own copy; the cache would only hold RAM twice).
     pub fn read_at_uncached(&self, offset: u64, buf: &mut [u8], what: &str) -> Result<()> {
         const PIECE: usize = 64 << 20;
+        // SAFETY: as below, advice only. Random access turns off read-ahead for this descriptor,
+        // which would otherwise pull the next tensor's pages (often experts) into the cache
+        // behind each read; the reads themselves are large enough to need none.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM);
+        }
         let mut done = 0usize;
         for piece in buf.chunks_mut(PIECE) {
             let at = offset + done as u64;
