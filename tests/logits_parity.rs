@@ -62,9 +62,14 @@ fn check(path: &Path, sequential: bool, repack: bool) -> String {
     let mut model = Model::open(&path.with_file_name(&fx.model)).expect("fixture model loads");
     if repack {
         let packed = model.repack().expect("repacks");
-        if fx.ftype.eq_ignore_ascii_case("q4_0")
-            && moe_edge_kernels::packing_pays(moe_edge_kernels::GgmlType::Q4_0)
-        {
+        let ty = if fx.ftype.to_ascii_uppercase().starts_with("Q4_K") {
+            Some(moe_edge_kernels::GgmlType::Q4_K)
+        } else if fx.ftype.eq_ignore_ascii_case("q4_0") {
+            Some(moe_edge_kernels::GgmlType::Q4_0)
+        } else {
+            None
+        };
+        if ty.is_some_and(moe_edge_kernels::packing_pays) {
             assert!(packed > 0, "{}: nothing was repacked", fx.model);
         }
     }

@@ -15,6 +15,20 @@
 //! activation quantized to Q8_0, for each row and block the exact integer dot
 //! `Σ (q - 8) · y` is formed, and the row's f32 accumulator becomes
 //! `fma(d_w · d_a, dot, acc)`, blocks in order.
+//!
+//! Packed Q4_K (`Q4_Kx8`): for each group of 8 rows, for each 256-element super-block column,
+//! 1152 bytes:
+//! - 8 `d` (f16), then 8 `dmin` (f16), rows 0..8;
+//! - 64 bytes: for sub-block `s` (0..8), for row `r`, `(scale & 15) | (min & 15) << 4`;
+//! - 32 bytes: for sub-block `s`, a little-endian u32 whose nibble `r` is
+//!   `scale >> 4 | (min >> 4) << 2` (the 6-bit scales' and mins' top bits);
+//! - 1024 bytes of nibbles: for chunk `j` (0..4, elements `64j..64j+64`), for piece `k` (0..8),
+//!   rows 0..8 in turn, bytes `32j+4k..32j+4k+4` of that row's `qs` (low nibbles: sub-block
+//!   `2j`, high nibbles: sub-block `2j+1`).
+//!
+//! With Q8_K activations, per row and super-block the exact integers
+//! `isum = Σ_s scale_s · Σ_{i∈s} q_i y_i` and `msum = Σ_s min_s · Σ_{i∈s} y_i` are formed and the
+//! accumulator becomes `fma(-(dmin · d_a), msum, fma(d · d_a, isum, acc))`.
 
 use std::cell::RefCell;
 
@@ -44,24 +58,36 @@ pub(crate) type PackedMatmulFn = unsafe fn(args: &PackedArgs<'_>, out: &mut [f32
 
 /// Whether `ty` has a packed layout and a `rows`-row matrix can use it.
 pub fn can_pack(ty: GgmlType, rows: usize) -> bool {
-    ty == GgmlType::Q4_0 && rows > 0 && rows.is_multiple_of(PACK_ROWS)
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K) && rows > 0 && rows.is_multiple_of(PACK_ROWS)
 }
 
 /// Whether packing `ty` pays off at the active level (a SIMD packed kernel exists). Callers pack
 /// only when this holds, so scalar-only builds keep the zero-copy row layout.
 pub fn packing_pays(ty: GgmlType) -> bool {
-    ty == GgmlType::Q4_0 && packed_kernel(crate::active_level(), ty).is_some()
+    can_pack(ty, PACK_ROWS) && packed_kernel(crate::active_level(), ty).is_some()
 }
 
+/// The scalar twin of each packed type.
+fn scalar_kernel(ty: GgmlType) -> PackedMatmulFn {
+    match ty {
+        GgmlType::Q4_K => crate::scalar::packed::matmul_q4_kx8,
+        _ => crate::scalar::packed::matmul_q4_0x8,
+    }
+}
+
+/// The SIMD kernel of `level` for packed `ty`, if there is one.
 fn packed_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
-    if ty != GgmlType::Q4_0 {
+    if !can_pack(ty, PACK_ROWS) {
         return None;
     }
-    match level {
-        KernelLevel::Scalar => Some(crate::scalar::packed::matmul_q4_0x8),
+    match (level, ty) {
         #[cfg(target_arch = "x86_64")]
-        KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni => {
+        (KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni, GgmlType::Q4_0) => {
             Some(crate::x86::packed_avx2::matmul_q4_0x8)
+        }
+        #[cfg(target_arch = "x86_64")]
+        (KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni, GgmlType::Q4_K) => {
+            Some(crate::x86::packed_avx2::matmul_q4_kx8)
         }
         _ => None,
     }
@@ -80,19 +106,54 @@ fn check_pack_shape(ty: GgmlType, n_cols: usize, len: usize) -> (usize, usize) {
 pub fn pack_rows(ty: GgmlType, n_cols: usize, src: &[u8], dst: &mut [u8]) {
     let (rb, _) = check_pack_shape(ty, n_cols, src.len());
     assert_eq!(src.len(), dst.len(), "pack_rows: destination length");
-    let nb = rb / 18;
     for (g_src, g_dst) in src
         .chunks_exact(rb * PACK_ROWS)
         .zip(dst.chunks_exact_mut(rb * PACK_ROWS))
     {
-        for b in 0..nb {
-            let out = &mut g_dst[b * 144..(b + 1) * 144];
-            for r in 0..PACK_ROWS {
-                let blk = &g_src[r * rb + b * 18..r * rb + (b + 1) * 18];
-                out[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);
-                for c in 0..4 {
-                    let at = 16 + 32 * c + 4 * r;
-                    out[at..at + 4].copy_from_slice(&blk[2 + 4 * c..2 + 4 * c + 4]);
+        match ty {
+            GgmlType::Q4_K => pack_group_q4_k(rb, g_src, g_dst),
+            _ => pack_group_q4_0(rb, g_src, g_dst),
+        }
+    }
+}
+
+fn pack_group_q4_0(rb: usize, g_src: &[u8], g_dst: &mut [u8]) {
+    for b in 0..rb / 18 {
+        let out = &mut g_dst[b * 144..(b + 1) * 144];
+        for r in 0..PACK_ROWS {
+            let blk = &g_src[r * rb + b * 18..r * rb + (b + 1) * 18];
+            out[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);
+            for c in 0..4 {
+                let at = 16 + 32 * c + 4 * r;
+                out[at..at + 4].copy_from_slice(&blk[2 + 4 * c..2 + 4 * c + 4]);
+            }
+        }
+    }
+}
+
+fn pack_group_q4_k(rb: usize, g_src: &[u8], g_dst: &mut [u8]) {
+    for b in 0..rb / 144 {
+        let out = &mut g_dst[b * 1152..(b + 1) * 1152];
+        out[96..128].fill(0);
+        for r in 0..PACK_ROWS {
+            let blk = &g_src[r * rb + b * 144..r * rb + (b + 1) * 144];
+            out[2 * r..2 * r + 2].copy_from_slice(&blk[0..2]);
+            out[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&blk[2..4]);
+            let scales: &[u8; 12] = blk[4..16].try_into().expect("12 bytes");
+            for sb in 0..8 {
+                let (sc, m) = crate::blocks::scale_min_k4(sb, scales);
+                out[32 + 8 * sb + r] = (sc & 15) | ((m & 15) << 4);
+                let top = ((sc >> 4) | ((m >> 4) << 2)) as u32;
+                let word = 96 + 4 * sb;
+                let mut v = u32::from_le_bytes(out[word..word + 4].try_into().expect("4 bytes"));
+                v |= top << (4 * r);
+                out[word..word + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            let qs = &blk[16..144];
+            for j in 0..4 {
+                for k in 0..8 {
+                    let at = 128 + 256 * j + 32 * k + 4 * r;
+                    out[at..at + 4].copy_from_slice(&qs[32 * j + 4 * k..32 * j + 4 * k + 4]);
                 }
             }
         }
@@ -106,23 +167,69 @@ pub fn pack_rows_in_place(ty: GgmlType, n_cols: usize, buf: &mut [u8], scratch: 
     pack_rows(ty, n_cols, scratch, buf);
 }
 
-/// The inverse of [`pack_rows`].
+/// The inverse of [`pack_rows`] (for Q4_K, up to the encoding of the 12 scale bytes: the
+/// unpacked block re-encodes the same 6-bit scales and mins, so it dequantizes identically).
 pub fn unpack_rows(ty: GgmlType, n_cols: usize, src: &[u8], dst: &mut [u8]) {
     let (rb, _) = check_pack_shape(ty, n_cols, src.len());
     assert_eq!(src.len(), dst.len(), "unpack_rows: destination length");
-    let nb = rb / 18;
     for (g_src, g_dst) in src
         .chunks_exact(rb * PACK_ROWS)
         .zip(dst.chunks_exact_mut(rb * PACK_ROWS))
     {
-        for b in 0..nb {
-            let inp = &g_src[b * 144..(b + 1) * 144];
-            for r in 0..PACK_ROWS {
-                let blk = &mut g_dst[r * rb + b * 18..r * rb + (b + 1) * 18];
-                blk[..2].copy_from_slice(&inp[2 * r..2 * r + 2]);
-                for c in 0..4 {
-                    let at = 16 + 32 * c + 4 * r;
-                    blk[2 + 4 * c..2 + 4 * c + 4].copy_from_slice(&inp[at..at + 4]);
+        match ty {
+            GgmlType::Q4_K => unpack_group_q4_k(rb, g_src, g_dst),
+            _ => unpack_group_q4_0(rb, g_src, g_dst),
+        }
+    }
+}
+
+fn unpack_group_q4_0(rb: usize, g_src: &[u8], g_dst: &mut [u8]) {
+    for b in 0..rb / 18 {
+        let inp = &g_src[b * 144..(b + 1) * 144];
+        for r in 0..PACK_ROWS {
+            let blk = &mut g_dst[r * rb + b * 18..r * rb + (b + 1) * 18];
+            blk[..2].copy_from_slice(&inp[2 * r..2 * r + 2]);
+            for c in 0..4 {
+                let at = 16 + 32 * c + 4 * r;
+                blk[2 + 4 * c..2 + 4 * c + 4].copy_from_slice(&inp[at..at + 4]);
+            }
+        }
+    }
+}
+
+/// Scale and min of sub-block `sb` of row `r` in a packed Q4_K super-block column.
+pub(crate) fn q4_kx8_scale_min(col: &[u8], sb: usize, r: usize) -> (u8, u8) {
+    let lo = col[32 + 8 * sb + r];
+    let word = u32::from_le_bytes(col[96 + 4 * sb..100 + 4 * sb].try_into().expect("4 bytes"));
+    let top = ((word >> (4 * r)) & 15) as u8;
+    ((lo & 15) | ((top & 3) << 4), (lo >> 4) | ((top >> 2) << 4))
+}
+
+fn unpack_group_q4_k(rb: usize, g_src: &[u8], g_dst: &mut [u8]) {
+    for b in 0..rb / 144 {
+        let inp = &g_src[b * 1152..(b + 1) * 1152];
+        for r in 0..PACK_ROWS {
+            let blk = &mut g_dst[r * rb + b * 144..r * rb + (b + 1) * 144];
+            blk[0..2].copy_from_slice(&inp[2 * r..2 * r + 2]);
+            blk[2..4].copy_from_slice(&inp[16 + 2 * r..16 + 2 * r + 2]);
+            let mut q = [0u8; 12];
+            for sb in 0..8 {
+                let (sc, m) = q4_kx8_scale_min(inp, sb, r);
+                if sb < 4 {
+                    q[sb] |= sc;
+                    q[sb + 4] |= m;
+                } else {
+                    q[sb + 4] = (sc & 15) | ((m & 15) << 4);
+                    q[sb - 4] |= (sc >> 4) << 6;
+                    q[sb] |= (m >> 4) << 6;
+                }
+            }
+            blk[4..16].copy_from_slice(&q);
+            for j in 0..4 {
+                for k in 0..8 {
+                    let at = 128 + 256 * j + 32 * k + 4 * r;
+                    blk[16 + 32 * j + 4 * k..16 + 32 * j + 4 * k + 4]
+                        .copy_from_slice(&inp[at..at + 4]);
                 }
             }
         }
@@ -179,8 +286,24 @@ pub fn matmul_packed_at(
     if out.is_empty() {
         return;
     }
-    let f = packed_kernel(level, ty).unwrap_or(crate::scalar::packed::matmul_q4_0x8);
-    let nb = n_cols / 32;
+    let f = packed_kernel(level, ty).unwrap_or(scalar_kernel(ty));
+    let mut run = |act_d: &[f32], act_s: &[i32]| {
+        let args = PackedArgs {
+            n_cols,
+            w,
+            acts,
+            act_d,
+            act_s,
+            n_tokens,
+        };
+        // SAFETY: the kernel is for a level this CPU supports (asserted above); `w` is whole
+        // packed groups of `n_cols` columns, `acts` (and for Q4_0 the summaries) hold
+        // `n_tokens` rows, and `out` has `n_rows * n_tokens` entries (all checked above).
+        unsafe { f(&args, out) }
+    };
+    if ty != GgmlType::Q4_0 {
+        return run(&[], &[]);
+    }
     SUMMARY.with(|s| {
         let mut s = s.borrow_mut();
         let (act_d, act_s) = &mut *s;
@@ -191,18 +314,6 @@ pub fn matmul_packed_at(
             let sum: i32 = blk[2..].iter().map(|&v| v as i8 as i32).sum();
             act_s.push(8 * sum);
         }
-        debug_assert_eq!(act_d.len(), nb * n_tokens);
-        let args = PackedArgs {
-            n_cols,
-            w,
-            acts,
-            act_d,
-            act_s,
-            n_tokens,
-        };
-        // SAFETY: the kernel is for a level this CPU supports (asserted above); `w` is whole
-        // packed groups of `n_cols` columns, `acts` and the summaries hold `n_tokens` rows, and
-        // `out` has `n_rows * n_tokens` entries (all checked above).
-        unsafe { f(&args, out) }
+        run(act_d, act_s)
     });
 }

@@ -6,46 +6,64 @@ mod common;
 use common::*;
 use moe_edge_kernels::*;
 
-fn random_q4_0(rng: &mut Rng, rows: usize, cols: usize) -> Vec<u8> {
-    let x: Vec<f32> = rng.normals(rows * cols);
-    let rb = GgmlType::Q4_0.row_bytes(cols).unwrap();
+const PACKED_TYPES: [GgmlType; 2] = [GgmlType::Q4_0, GgmlType::Q4_K];
+
+fn random_weights(ty: GgmlType, rng: &mut Rng, rows: usize, cols: usize) -> Vec<u8> {
+    // Row-dependent offsets give the K-quants' mins something to do.
+    let x: Vec<f32> = rng
+        .normals(rows * cols)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + ((i / cols) % 3) as f32 * 0.7)
+        .collect();
+    let rb = ty.row_bytes(cols).unwrap();
     let mut w = vec![0u8; rows * rb];
     for (src, dst) in x.chunks_exact(cols).zip(w.chunks_exact_mut(rb)) {
-        quantize_row_ref(GgmlType::Q4_0, src, dst);
+        quantize_row_ref(ty, src, dst);
     }
     w
 }
 
-fn activations(rng: &mut Rng, n_tok: usize, cols: usize) -> Vec<u8> {
+fn activations(ty: GgmlType, rng: &mut Rng, n_tok: usize, cols: usize) -> Vec<u8> {
     let x: Vec<f32> = rng.normals(n_tok * cols).iter().map(|v| v * 3.0).collect();
-    let ab = GgmlType::Q8_0.row_bytes(cols).unwrap();
+    let vdt = ty.vec_dot_type();
+    let ab = vdt.row_bytes(cols).unwrap();
     let mut a = vec![0u8; n_tok * ab];
     for (src, dst) in x.chunks_exact(cols).zip(a.chunks_exact_mut(ab)) {
-        quantize_activation(GgmlType::Q8_0, src, dst);
+        quantize_activation(vdt, src, dst);
     }
     a
+}
+
+/// Shapes (rows, cols, tokens) valid for `ty`.
+fn shapes(ty: GgmlType) -> Vec<(usize, usize, usize)> {
+    let b = ty.block_size();
+    vec![(8, b, 1), (16, 3 * b, 3), (40, 5 * b, 5), (64, 2048, 9)]
 }
 
 #[test]
 fn pack_round_trips_and_keeps_size() {
     let mut rng = Rng::new(31);
-    for (rows, cols) in [(8, 32), (16, 96), (24, 2048)] {
-        let w = random_q4_0(&mut rng, rows, cols);
-        let mut packed = vec![0u8; w.len()];
-        pack_rows(GgmlType::Q4_0, cols, &w, &mut packed);
-        assert_ne!(packed, w, "packing {rows}x{cols} changed nothing");
-        let mut back = vec![0u8; w.len()];
-        unpack_rows(GgmlType::Q4_0, cols, &packed, &mut back);
-        assert_eq!(back, w, "{rows}x{cols}");
-        let mut in_place = w.clone();
-        pack_rows_in_place(GgmlType::Q4_0, cols, &mut in_place, &mut Vec::new());
-        assert_eq!(in_place, packed);
+    for ty in PACKED_TYPES {
+        for (rows, cols, _) in shapes(ty) {
+            let w = random_weights(ty, &mut rng, rows, cols);
+            let mut packed = vec![0u8; w.len()];
+            pack_rows(ty, cols, &w, &mut packed);
+            assert_ne!(packed, w, "{ty}: packing {rows}x{cols} changed nothing");
+            let mut back = vec![0u8; w.len()];
+            unpack_rows(ty, cols, &packed, &mut back);
+            assert_eq!(back, w, "{ty} {rows}x{cols}");
+            let mut in_place = w.clone();
+            pack_rows_in_place(ty, cols, &mut in_place, &mut Vec::new());
+            assert_eq!(in_place, packed);
+        }
     }
 }
 
 #[test]
-fn only_whole_groups_of_q4_0_pack() {
+fn only_whole_groups_of_packable_types_pack() {
     assert!(can_pack(GgmlType::Q4_0, 64));
+    assert!(can_pack(GgmlType::Q4_K, 64));
     assert!(!can_pack(GgmlType::Q4_0, 60));
     assert!(!can_pack(GgmlType::Q4_0, 0));
     assert!(!can_pack(GgmlType::Q8_0, 64));
@@ -54,48 +72,43 @@ fn only_whole_groups_of_q4_0_pack() {
 #[test]
 fn packed_kernels_are_bit_identical_to_the_scalar_twin() {
     let mut rng = Rng::new(32);
-    for level in KernelLevel::supported() {
-        for (rows, cols, n_tok) in [(8, 32, 1), (16, 96, 3), (40, 320, 5), (64, 2048, 9)] {
-            let w = random_q4_0(&mut rng, rows, cols);
-            let mut packed = vec![0u8; w.len()];
-            pack_rows(GgmlType::Q4_0, cols, &w, &mut packed);
-            let acts = activations(&mut rng, n_tok, cols);
-            let mut want = vec![0f32; rows * n_tok];
-            let mut got = vec![1f32; rows * n_tok];
-            matmul_packed_at(
-                KernelLevel::Scalar,
-                GgmlType::Q4_0,
-                cols,
-                &packed,
-                &acts,
-                n_tok,
-                &mut want,
-            );
-            matmul_packed_at(level, GgmlType::Q4_0, cols, &packed, &acts, n_tok, &mut got);
-            let same = want
-                .iter()
-                .zip(&got)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(
-                same,
-                "{level} {rows}x{cols}x{n_tok}: {:?} vs {:?}",
-                &got[..8],
-                &want[..8]
-            );
-            // One token at a time gives the same bits as the batch.
-            let ab = acts.len() / n_tok;
-            for t in 0..n_tok {
-                let mut one = vec![0f32; rows];
+    for ty in PACKED_TYPES {
+        for level in KernelLevel::supported() {
+            for (rows, cols, n_tok) in shapes(ty) {
+                let w = random_weights(ty, &mut rng, rows, cols);
+                let mut packed = vec![0u8; w.len()];
+                pack_rows(ty, cols, &w, &mut packed);
+                let acts = activations(ty, &mut rng, n_tok, cols);
+                let mut want = vec![0f32; rows * n_tok];
+                let mut got = vec![1f32; rows * n_tok];
                 matmul_packed_at(
-                    level,
-                    GgmlType::Q4_0,
+                    KernelLevel::Scalar,
+                    ty,
                     cols,
                     &packed,
-                    &acts[t * ab..(t + 1) * ab],
-                    1,
-                    &mut one,
+                    &acts,
+                    n_tok,
+                    &mut want,
                 );
-                assert_eq!(one, got[t * rows..(t + 1) * rows], "{level} token {t}");
+                matmul_packed_at(level, ty, cols, &packed, &acts, n_tok, &mut got);
+                let same = want
+                    .iter()
+                    .zip(&got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{ty} {level} {rows}x{cols}x{n_tok}: {:?} vs {:?}",
+                    &got[..8],
+                    &want[..8]
+                );
+                // One token at a time gives the same bits as the batch.
+                let ab = acts.len() / n_tok;
+                for t in 0..n_tok {
+                    let mut one = vec![0f32; rows];
+                    let a = &acts[t * ab..(t + 1) * ab];
+                    matmul_packed_at(level, ty, cols, &packed, a, 1, &mut one);
+                    assert_eq!(one, got[t * rows..(t + 1) * rows], "{ty} {level} token {t}");
+                }
             }
         }
     }
@@ -104,28 +117,22 @@ fn packed_kernels_are_bit_identical_to_the_scalar_twin() {
 #[test]
 fn packed_agrees_with_row_major() {
     let mut rng = Rng::new(33);
-    let (rows, cols, n_tok) = (48, 1024, 4);
-    let w = random_q4_0(&mut rng, rows, cols);
-    let mut packed = vec![0u8; w.len()];
-    pack_rows(GgmlType::Q4_0, cols, &w, &mut packed);
-    let acts = activations(&mut rng, n_tok, cols);
-    let mut want = vec![0f32; rows * n_tok];
-    let mut got = vec![0f32; rows * n_tok];
-    matmul_at(
-        KernelLevel::Scalar,
-        GgmlType::Q4_0,
-        cols,
-        &w,
-        &acts,
-        n_tok,
-        &mut want,
-    );
-    matmul_packed(GgmlType::Q4_0, cols, &packed, &acts, n_tok, &mut got);
-    for (i, (a, b)) in want.iter().zip(&got).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-4 * a.abs().max(1.0),
-            "output {i}: {a} vs {b}"
-        );
+    for ty in PACKED_TYPES {
+        let (rows, cols, n_tok) = (48, 1024, 4);
+        let w = random_weights(ty, &mut rng, rows, cols);
+        let mut packed = vec![0u8; w.len()];
+        pack_rows(ty, cols, &w, &mut packed);
+        let acts = activations(ty, &mut rng, n_tok, cols);
+        let mut want = vec![0f32; rows * n_tok];
+        let mut got = vec![0f32; rows * n_tok];
+        matmul_at(KernelLevel::Scalar, ty, cols, &w, &acts, n_tok, &mut want);
+        matmul_packed(ty, cols, &packed, &acts, n_tok, &mut got);
+        for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * a.abs().max(1.0),
+                "{ty} output {i}: {a} vs {b}"
+            );
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! AVX2 kernel for packed Q4_0 (`Q4_0x8`, see `crate::packed`): one 8-row group per
+//! AVX2 kernels for packed Q4_0 and Q4_K (`Q4_0x8`, `Q4_Kx8`, see `crate::packed`): one 8-row group per
 //! accumulator, row `r` in lane `r`, so no horizontal sums; the nibbles of a block column are
 //! unpacked once and reused by up to four tokens.
 
@@ -78,6 +78,133 @@ pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
                     3 => group_tile::<3>(args, wg, t0, &mut acc),
                     2 => group_tile::<2>(args, wg, t0, &mut acc),
                     _ => group_tile::<1>(args, wg, t0, &mut acc),
+                }
+            }
+            for (i, a) in acc[..t].iter().enumerate() {
+                let at = (t0 + i) * n_rows + g * PACK_ROWS;
+                let dst = &mut out[at..at + PACK_ROWS];
+                // SAFETY: dst has exactly 8 f32.
+                unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), *a) };
+            }
+            t0 += t;
+        }
+    }
+}
+
+/// One Q4_K group (`wg`, 8 rows) times tokens `t0..t0 + T`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group_tile_q4_k<const T: usize>(
+    args: &PackedArgs<'_>,
+    wg: *const u8,
+    t0: usize,
+    acc_out: &mut [__m256; TOKEN_TILE],
+) {
+    let nb = args.n_cols / 256;
+    let ab = nb * 292;
+    let mask = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let nibble_shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        // SAFETY: super-block column b of the group is 1152 bytes at wg + 1152b; token rows
+        // have nb Q8_K blocks of 292 bytes (both checked by `matmul_packed_at`).
+        unsafe {
+            let col = wg.add(b * 1152);
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
+            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(col.add(16) as *const __m128i));
+            // Scales and mins of the 8 sub-blocks, row r in lane r.
+            let mut sc = [_mm256_setzero_si256(); 8];
+            let mut mn = [_mm256_setzero_si256(); 8];
+            for sb in 0..8 {
+                let lo =
+                    _mm256_cvtepu8_epi32(_mm_loadl_epi64(col.add(32 + 8 * sb) as *const __m128i));
+                let word = (col.add(96 + 4 * sb) as *const i32).read_unaligned();
+                let top = _mm256_and_si256(
+                    _mm256_srlv_epi32(_mm256_set1_epi32(word), nibble_shifts),
+                    _mm256_set1_epi32(15),
+                );
+                sc[sb] = _mm256_or_si256(
+                    _mm256_and_si256(lo, _mm256_set1_epi32(15)),
+                    _mm256_slli_epi32::<4>(_mm256_and_si256(top, _mm256_set1_epi32(3))),
+                );
+                mn[sb] = _mm256_or_si256(
+                    _mm256_srli_epi32::<4>(lo),
+                    _mm256_slli_epi32::<4>(_mm256_srli_epi32::<2>(top)),
+                );
+            }
+            let mut isum = [_mm256_setzero_si256(); T];
+            for j in 0..4 {
+                let v: [__m256i; 8] = std::array::from_fn(|k| {
+                    _mm256_loadu_si256(col.add(128 + 256 * j + 32 * k) as *const __m256i)
+                });
+                let lo = v.map(|x| _mm256_and_si256(x, mask));
+                let hi = v.map(|x| _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask));
+                for t in 0..T {
+                    let y = args.acts.as_ptr().add((t0 + t) * ab + b * 292 + 4 + 64 * j);
+                    let bc =
+                        |o: usize| _mm256_set1_epi32((y.add(o) as *const i32).read_unaligned());
+                    let mut s_lo = _mm256_maddubs_epi16(lo[0], bc(0));
+                    let mut s_hi = _mm256_maddubs_epi16(hi[0], bc(32));
+                    for k in 1..8 {
+                        s_lo = _mm256_add_epi16(s_lo, _mm256_maddubs_epi16(lo[k], bc(4 * k)));
+                        s_hi = _mm256_add_epi16(s_hi, _mm256_maddubs_epi16(hi[k], bc(32 + 4 * k)));
+                    }
+                    let dot_lo = _mm256_madd_epi16(s_lo, ones);
+                    let dot_hi = _mm256_madd_epi16(s_hi, ones);
+                    isum[t] = _mm256_add_epi32(
+                        isum[t],
+                        _mm256_add_epi32(
+                            _mm256_mullo_epi32(sc[2 * j], dot_lo),
+                            _mm256_mullo_epi32(sc[2 * j + 1], dot_hi),
+                        ),
+                    );
+                }
+            }
+            for t in 0..T {
+                let a = args.acts.as_ptr().add((t0 + t) * ab + b * 292);
+                let d_a = (a as *const f32).read_unaligned();
+                let mut msum = _mm256_setzero_si256();
+                for sb in 0..8 {
+                    let p = a.add(260 + 4 * sb) as *const i16;
+                    let bs = p.read_unaligned() as i32 + p.add(1).read_unaligned() as i32;
+                    msum =
+                        _mm256_add_epi32(msum, _mm256_mullo_epi32(mn[sb], _mm256_set1_epi32(bs)));
+                }
+                let da = _mm256_set1_ps(d_a);
+                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+                acc[t] =
+                    _mm256_fnmadd_ps(_mm256_mul_ps(dmin, da), _mm256_cvtepi32_ps(msum), acc[t]);
+            }
+        }
+    }
+    acc_out[..T].copy_from_slice(&acc);
+}
+
+/// Packed Q4_K times Q8_K activations, every group and token.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be present; arguments as checked by `crate::packed::matmul_packed_at`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn matmul_q4_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
+    let nb = args.n_cols / 256;
+    let group_bytes = nb * 1152;
+    let n_groups = args.w.len() / group_bytes;
+    let n_rows = n_groups * PACK_ROWS;
+    let mut acc = [_mm256_setzero_ps(); TOKEN_TILE];
+    for g in 0..n_groups {
+        // SAFETY: group g lies inside `w` (n_groups whole groups).
+        let wg = unsafe { args.w.as_ptr().add(g * group_bytes) };
+        let mut t0 = 0;
+        while t0 < args.n_tokens {
+            let t = TOKEN_TILE.min(args.n_tokens - t0);
+            // SAFETY: tokens t0..t0 + t exist; same features as this function.
+            unsafe {
+                match t {
+                    4 => group_tile_q4_k::<4>(args, wg, t0, &mut acc),
+                    3 => group_tile_q4_k::<3>(args, wg, t0, &mut acc),
+                    2 => group_tile_q4_k::<2>(args, wg, t0, &mut acc),
+                    _ => group_tile_q4_k::<1>(args, wg, t0, &mut acc),
                 }
             }
             for (i, a) in acc[..t].iter().enumerate() {
