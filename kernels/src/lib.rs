@@ -34,7 +34,10 @@ pub use packed::{
     unpack_rows, PACK_ROWS,
 };
 pub use types::GgmlType;
-pub use vector::{axpy, axpy_at, dot_f32, dot_f32_at};
+pub use vector::{
+    axpy, axpy_at, dot_f32, dot_f32_at, dot_rows, dot_rows_at, stream_read, weighted_rows,
+    weighted_rows_at,
+};
 
 fn row_bytes_of(ty: GgmlType, n: usize) -> usize {
     match ty.row_bytes(n) {

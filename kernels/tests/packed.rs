@@ -161,3 +161,41 @@ fn f32_vector_helpers_match_scalar() {
         }
     }
 }
+
+#[test]
+fn attention_row_helpers_match_scalar() {
+    let mut rng = Rng::new(35);
+    for level in KernelLevel::supported() {
+        for (n, stride, rows) in [
+            (1usize, 1usize, 1usize),
+            (7, 9, 5),
+            (64, 64, 4),
+            (128, 256, 13),
+            (72, 80, 3),
+        ] {
+            let q = rng.normals(n);
+            let keys = rng.normals((rows - 1) * stride + n);
+            let mut want = vec![0f32; rows];
+            let mut got = vec![0f32; rows];
+            dot_rows_at(KernelLevel::Scalar, &q, &keys, stride, 0.125, &mut want);
+            dot_rows_at(level, &q, &keys, stride, 0.125, &mut got);
+            for (a, b) in want.iter().zip(&got) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                    "{level} dot_rows {n}/{stride}/{rows}: {a} vs {b}"
+                );
+            }
+            let w = rng.normals(rows);
+            let mut want = vec![0f32; n];
+            let mut got = vec![7f32; n];
+            weighted_rows_at(KernelLevel::Scalar, &w, &keys, stride, &mut want);
+            weighted_rows_at(level, &w, &keys, stride, &mut got);
+            for (a, b) in want.iter().zip(&got) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                    "{level} weighted_rows {n}/{stride}/{rows}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}

@@ -59,27 +59,19 @@ pub fn bytes_per_token(model: &Model, top_k: usize) -> u64 {
     total
 }
 
-/// Read bandwidth in bytes/s with `threads` threads over a buffer of `bytes` (best of 3 passes).
+/// Read bandwidth in bytes/s with the pool's threads over a buffer of `bytes`, each thread
+/// streaming its own share with the widest loads the CPU has (best of 5 passes).
 pub fn measure_read_bandwidth(bytes: usize) -> f64 {
-    let n = bytes / 8;
-    let buf: Vec<u64> = (0..n as u64).collect();
+    let buf: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
     let threads = rayon::current_num_threads();
-    let chunk = n.div_ceil(threads);
+    let chunk = bytes.div_ceil(threads).next_multiple_of(4096);
     let mut best = 0f64;
-    for _ in 0..3 {
+    for _ in 0..5 {
         let t = Instant::now();
         let s: u64 = buf
             .par_chunks(chunk)
-            .map(|c| {
-                let mut acc = [0u64; 8];
-                for block in c.chunks_exact(8) {
-                    for i in 0..8 {
-                        acc[i] = acc[i].wrapping_add(block[i]);
-                    }
-                }
-                acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
-            })
-            .sum();
+            .map(moe_edge_kernels::stream_read)
+            .reduce(|| 0, u64::wrapping_add);
         std::hint::black_box(s);
         best = best.max(bytes as f64 / t.elapsed().as_secs_f64());
     }
@@ -97,13 +89,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if margs.ctx_size.is_none() {
         margs.ctx_size = Some((args.n_prompt + args.n_gen).max(1));
     }
-    // Measure the read bandwidth before the model is loaded: the 256 MiB probe buffer is freed
+    // Measure the read bandwidth before the model is loaded: the 512 MiB probe buffer is freed
     // again before any weight is resident, so it never counts against a RAM budget.
     let bandwidth = if args.no_roofline {
         None
     } else {
         margs.init_threads()?;
-        Some(measure_read_bandwidth(256 << 20))
+        Some(measure_read_bandwidth(512 << 20))
     };
     let loaded = margs.load()?;
     let model = &loaded.model;

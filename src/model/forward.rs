@@ -216,19 +216,40 @@ impl Model {
         let mut k = vec![0f32; n * kd];
         let mut v = vec![0f32; n * vd];
         let qbuf = &mut state.qbuf;
-        apply_linear(&layer.wq, xn, n, qbuf, &mut q);
-        // k and v usually share q's type: reuse the quantized activations when they do.
-        let same = |m: &Matrix| m.ty.vec_dot_type() == layer.wq.ty.vec_dot_type();
-        if same(&layer.wk) {
-            linear(layer.wk.view(), qbuf, n, &mut k);
-        } else {
-            apply_linear(&layer.wk, xn, n, qbuf, &mut k);
+        // q, k and v in one parallel region; k and v usually share q's activation type, and
+        // then its quantized activations.
+        let vdt = layer.wq.ty.vec_dot_type();
+        quantize_rows(layer.wq.ty, xn, n, qbuf);
+        let mut qk = Vec::new();
+        let mut qv = Vec::new();
+        if layer.wk.ty.vec_dot_type() != vdt {
+            quantize_rows(layer.wk.ty, xn, n, &mut qk);
         }
-        if same(&layer.wv) && same(&layer.wk) {
-            linear(layer.wv.view(), qbuf, n, &mut v);
-        } else {
-            apply_linear(&layer.wv, xn, n, qbuf, &mut v);
+        if layer.wv.ty.vec_dot_type() != vdt {
+            quantize_rows(layer.wv.ty, xn, n, &mut qv);
         }
+        let xk: &[u8] = if qk.is_empty() { qbuf } else { &qk };
+        let xv: &[u8] = if qv.is_empty() { qbuf } else { &qv };
+        linear_many(&mut [
+            LinearJob {
+                w: layer.wq.view(),
+                xq: qbuf,
+                n_tok: n,
+                out: &mut q,
+            },
+            LinearJob {
+                w: layer.wk.view(),
+                xq: xk,
+                n_tok: n,
+                out: &mut k,
+            },
+            LinearJob {
+                w: layer.wv.view(),
+                xq: xv,
+                n_tok: n,
+                out: &mut v,
+            },
+        ]);
         add_bias(&mut q, &layer.bq);
         add_bias(&mut k, &layer.bk);
         add_bias(&mut v, &layer.bv);
@@ -280,25 +301,17 @@ impl Model {
             let n_keys = p0 + t + 1;
             SCORES.with(|s| {
                 let mut scores = s.borrow_mut();
-                scores.clear();
-                let mut max = f32::NEG_INFINITY;
-                for p in 0..n_keys {
-                    let kh = &kc[p * kd + kvh * hd..p * kd + (kvh + 1) * hd];
-                    let dot = moe_edge_kernels::dot_f32(qh, kh) * scale;
-                    max = max.max(dot);
-                    scores.push(dot);
-                }
+                scores.resize(n_keys, 0.0);
+                moe_edge_kernels::dot_rows(qh, &kc[kvh * hd..], kd, scale, &mut scores);
+                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                 let mut sum = 0f64;
                 for s in scores.iter_mut() {
                     *s = (*s - max).exp();
                     sum += *s as f64;
                 }
                 let inv = (1.0 / sum) as f32;
-                o.fill(0.0);
-                for (p, &w) in scores.iter().enumerate() {
-                    let vh = &vc[p * vd + kvh * hdv..p * vd + (kvh + 1) * hdv];
-                    moe_edge_kernels::axpy(w * inv, vh, o);
-                }
+                scores.iter_mut().for_each(|s| *s *= inv);
+                moe_edge_kernels::weighted_rows(&scores, &vc[kvh * hdv..], vd, o);
             });
         });
         let mut res = vec![0f32; n * cfg.n_embd];

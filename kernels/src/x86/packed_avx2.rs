@@ -9,6 +9,9 @@ use crate::packed::{PackedArgs, PACK_ROWS};
 /// Tokens sharing one unpacked block column.
 const TOKEN_TILE: usize = 4;
 
+/// Software prefetch distance in bytes (prefetches are hints: past the end they are dropped).
+const PREFETCH_AHEAD: usize = 1152;
+
 /// One group (`wg`, 8 rows) times tokens `t0..t0 + T`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -29,6 +32,11 @@ unsafe fn group_tile<const T: usize>(
         // summaries nb entries per token (checked by `matmul_packed_at`).
         unsafe {
             let p = wg.add(b * 144);
+            // Ask for the column 8 ahead now: a group is one long stream, and decode is bound
+            // by how early its lines arrive.
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD + 128) as *const i8);
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
             let v: [__m256i; 4] =
                 std::array::from_fn(|c| _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i));
@@ -111,6 +119,9 @@ unsafe fn group_tile_q4_k<const T: usize>(
         // have nb Q8_K blocks of 292 bytes (both checked by `matmul_packed_at`).
         unsafe {
             let col = wg.add(b * 1152);
+            let next = col.wrapping_add(1152);
+            _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64) as *const i8);
             let d = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
             let dmin = _mm256_cvtph_ps(_mm_loadu_si128(col.add(16) as *const __m128i));
             // Scales and mins of the 8 sub-blocks, row r in lane r.
@@ -135,6 +146,10 @@ unsafe fn group_tile_q4_k<const T: usize>(
             }
             let mut isum = [_mm256_setzero_si256(); T];
             for j in 0..4 {
+                for line in 0..4 {
+                    let at = 128 + 256 * j + 64 * line;
+                    _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(at) as *const i8);
+                }
                 let v: [__m256i; 8] = std::array::from_fn(|k| {
                     _mm256_loadu_si256(col.add(128 + 256 * j + 32 * k) as *const __m256i)
                 });
