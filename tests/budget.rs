@@ -227,8 +227,8 @@ fn fit_measures_every_cap_and_policy_and_reports_its_choice() {
         "0.001",
     ]);
     assert!(ok, "{err}");
-    // top-3 model: caps 3, 2 (3/4 rounds down), 1; two policies each under a budget.
-    assert_eq!(err.matches("fit:   cap").count(), 6, "{err}");
+    // top-3 model: caps 3, 2 (3/4 rounds down), 1; three policies each under a budget.
+    assert_eq!(err.matches("fit:   cap").count(), 9, "{err}");
     assert!(
         err.contains("fit: chose cap 3"),
         "a trivially reachable target keeps the full top-k: {err}"

@@ -33,6 +33,9 @@ pub enum Policy {
     Lru,
     /// Least frequently used, counts halved every 4096 requests
     Lfu,
+    /// Longest estimated time to next use: layers until the expert's layer comes round again,
+    /// plus a full pass per expected miss of its layer (1/p − 1, p = its recent use rate)
+    Reuse,
     /// Belady's MIN: the offline optimum
     Belady,
 }
@@ -42,6 +45,7 @@ impl std::fmt::Display for Policy {
         f.write_str(match self {
             Policy::Lru => "lru",
             Policy::Lfu => "lfu",
+            Policy::Reuse => "reuse",
             Policy::Belady => "belady",
         })
     }
@@ -155,6 +159,7 @@ pub fn simulate(trace: &RequestTrace, capacity: usize, policy: Policy) -> Result
     }
     let (hits, evictions) = match policy {
         Policy::Lru | Policy::Lfu => replay_online(trace, capacity, policy == Policy::Lfu),
+        Policy::Reuse => replay_reuse(trace, capacity),
         Policy::Belady => replay_belady(trace, capacity),
     };
     let requests = trace.len() as u64;
@@ -217,6 +222,48 @@ fn replay_online(trace: &RequestTrace, capacity: usize, lfu: bool) -> (u64, u64)
             let v = (1, tick);
             state.insert(id, v);
             order.insert(key(id, v));
+        }
+    }
+    (hits, evictions)
+}
+
+/// The `reuse` policy (`crate::experts::ReuseEstimator`). Returns (hits, evictions).
+fn replay_reuse(trace: &RequestTrace, capacity: usize) -> (u64, u64) {
+    use crate::experts::ReuseEstimator;
+    let n_layers = trace.names.iter().map(|n| n.0 + 1).max().unwrap_or(1);
+    let n_expert = trace.names.iter().map(|n| n.1 + 1).max().unwrap_or(1);
+    let mut est = ReuseEstimator::new(n_layers, n_expert, trace.max_group());
+    let mut resident: Vec<u32> = Vec::new();
+    let (mut hits, mut evictions) = (0u64, 0u64);
+    for g in trace.groups() {
+        let layer = trace.names[trace.keys[g.start] as usize].0;
+        let group: Vec<usize> = g
+            .clone()
+            .map(|i| trace.names[trace.keys[i] as usize].1)
+            .collect();
+        est.visit(layer, &group);
+        for i in g.clone() {
+            let id = trace.keys[i];
+            if resident.contains(&id) {
+                hits += 1;
+                continue;
+            }
+            if resident.len() >= capacity {
+                let in_use = &trace.keys[g.start..i];
+                let (at, _) = resident
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, k)| !in_use.contains(k))
+                    .map(|(at, &k)| {
+                        let (l, e) = trace.names[k as usize];
+                        (at, est.steps_to_next_use(l, e))
+                    })
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .expect("capacity ≥ group size leaves a victim");
+                resident.swap_remove(at);
+                evictions += 1;
+            }
+            resident.push(id);
         }
     }
     (hits, evictions)

@@ -29,7 +29,11 @@ pub fn choose(args: &ModelArgs, top_k: usize, budgeted: bool) -> Result<ModelArg
     caps.retain(|&c| c >= 1);
     caps.dedup();
     let policies: Vec<EvictionPolicy> = if budgeted {
-        vec![EvictionPolicy::Lru, EvictionPolicy::Lfu]
+        vec![
+            EvictionPolicy::Reuse,
+            EvictionPolicy::Lru,
+            EvictionPolicy::Lfu,
+        ]
     } else {
         vec![args.cache_policy]
     };

@@ -30,7 +30,7 @@ pub struct SweepArgs {
     #[arg(long, value_delimiter = ',')]
     pub budgets: Vec<String>,
     /// Cache policies to try under budgets
-    #[arg(long, value_delimiter = ',', default_value = "lfu")]
+    #[arg(long, value_delimiter = ',', default_value = "reuse")]
     pub policies: Vec<crate::experts::EvictionPolicy>,
     /// Chunks of text for perplexity
     #[arg(long, default_value_t = 4)]

@@ -27,6 +27,10 @@ pub enum EvictionPolicy {
     Lru,
     /// Least frequently used, with counts halved periodically so old popularity fades.
     Lfu,
+    /// Longest estimated time to next use: layers until the expert's layer comes round again
+    /// plus a full pass per expected miss (from its recent routing rate). Approximates
+    /// Belady's optimum on the layer-cyclic access of decoding (see `moe-edge simulate`).
+    Reuse,
 }
 
 impl std::fmt::Display for EvictionPolicy {
@@ -34,6 +38,7 @@ impl std::fmt::Display for EvictionPolicy {
         f.write_str(match self {
             EvictionPolicy::Lru => "lru",
             EvictionPolicy::Lfu => "lfu",
+            EvictionPolicy::Reuse => "reuse",
         })
     }
 }
@@ -66,6 +71,8 @@ struct Inner {
     tick: u64,
     stats: StoreStats,
     last_error: Option<String>,
+    /// Routing rates for the `reuse` policy.
+    reuse: super::ReuseEstimator,
 }
 
 struct Shared {
@@ -193,6 +200,8 @@ pub struct CachedExpertStore {
     slot_bytes: usize,
     n_expert: usize,
     reserve: usize,
+    /// Layers that have experts.
+    moe_layers: usize,
 }
 
 impl CachedExpertStore {
@@ -213,6 +222,7 @@ impl CachedExpertStore {
         cfg: CacheConfig,
     ) -> Result<Self> {
         let slot_bytes = Self::slot_bytes_for(&layouts) as usize;
+        let moe_layers = layouts.iter().flatten().count();
         if cfg.slots == 0 {
             bail!("the expert cache needs at least one slot");
         }
@@ -249,6 +259,7 @@ impl CachedExpertStore {
                     ..StoreStats::default()
                 },
                 last_error: None,
+                reuse: super::ReuseEstimator::new(layouts.len(), n_expert, cfg.reserve),
             }),
             loaded: Condvar::new(),
             buffers: (0..cfg.slots).map(|_| RwLock::new(Vec::new())).collect(),
@@ -280,6 +291,7 @@ impl CachedExpertStore {
             slot_bytes,
             n_expert,
             reserve: cfg.reserve,
+            moe_layers,
         })
     }
 
@@ -414,6 +426,11 @@ impl CachedExpertStore {
             let (a, b) = match self.policy {
                 EvictionPolicy::Lru => (s.last_use, 0),
                 EvictionPolicy::Lfu => (s.freq, s.last_use),
+                EvictionPolicy::Reuse => {
+                    let (l, e) = s.key.unwrap_or((0, 0));
+                    let steps = inner.reuse.steps_to_next_use(l, e);
+                    (u64::MAX - (steps * 1024.0) as u64, s.last_use)
+                }
             };
             let key = if s.state == SlotState::Failed {
                 (0, 0, 0)
@@ -566,6 +583,10 @@ impl ExpertStore for CachedExpertStore {
         let mut slots = Vec::with_capacity(experts.len());
         {
             let mut inner = self.lock();
+            // Consecutive calls for one layer are one visit split into batches (when the
+            // model has more than one MoE layer; with one, every call is a new visit).
+            let continued = self.moe_layers > 1 && inner.reuse.current_layer() == layer;
+            inner.reuse.record(layer, experts, continued);
             for &e in experts {
                 // Slots still loading a prefetch cannot be evicted yet: wait for them rather
                 // than fail when nothing else is free.

@@ -6,12 +6,14 @@
 
 mod cached;
 mod mapped;
+mod reuse;
 
 use anyhow::Result;
 use serde::Serialize;
 
 pub use cached::{CacheConfig, CachedExpertStore, EvictionPolicy};
 pub use mapped::MappedExpertStore;
+pub use reuse::ReuseEstimator;
 
 /// One expert's three matrices (ggml row layout, types and shapes from `ExpertLayout`).
 #[derive(Clone, Copy)]

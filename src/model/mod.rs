@@ -70,7 +70,7 @@ impl Model {
                     cfg.n_expert,
                     CacheConfig {
                         slots,
-                        policy: EvictionPolicy::Lfu,
+                        policy: EvictionPolicy::Reuse,
                         io_threads: 2,
                         direct_io: true,
                         reserve: cfg.n_expert_used,
