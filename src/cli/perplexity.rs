@@ -381,6 +381,16 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     if let Some(p) = &args.kl_base {
         println!("saved base log-probabilities to {}", p.display());
     }
+    if model.store.kind() == "cached" {
+        let s = model.store.stats();
+        println!(
+            "Expert cache        : hit rate {:.1} % ({} hits, {} misses), {:.1} MiB read",
+            s.hit_rate() * 100.0,
+            s.hits,
+            s.misses,
+            s.bytes_read as f64 / 1048576.0
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     }
