@@ -120,7 +120,10 @@ fn main() {
             );
             if can_pack(ty, MV_ROWS) {
                 let mut packed = vec![0u8; w.len()];
-                pack_rows(ty, COLS, &w, &mut packed);
+                let s = time(Duration::from_millis(300), || {
+                    pack_rows(ty, COLS, black_box(&w), &mut packed);
+                });
+                println!("{:<6} packing: {:.2} GB/s", ty.name(), w.len() as f64 / s / 1e9);
                 let mut out = vec![0f32; MV_ROWS];
                 let s = time(Duration::from_millis(400), || {
                     matmul_packed_at(

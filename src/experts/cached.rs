@@ -448,6 +448,120 @@ impl CachedExpertStore {
         best.map(|b| b.1)
     }
 
+    /// Finds or starts loading every expert and marks its slot in use (released by `release`).
+    fn claim_all(&self, layer: usize, experts: &[usize]) -> Result<Vec<usize>> {
+        for &e in experts {
+            self.check(layer, e)?;
+        }
+        let mut slots = Vec::with_capacity(experts.len());
+        let mut inner = self.lock();
+        // Consecutive calls for one layer are one visit split into batches (when the model
+        // has more than one MoE layer; with one, every call is a new visit).
+        let continued = self.moe_layers > 1 && inner.reuse.current_layer() == layer;
+        inner.reuse.record(layer, experts, continued);
+        for &e in experts {
+            // Slots still loading a prefetch cannot be evicted yet: wait for them rather than
+            // fail when nothing else is free.
+            while !inner.index.contains_key(&(layer, e))
+                && self.victim(&inner).is_none()
+                && inner
+                    .slots
+                    .iter()
+                    .any(|s| s.state == SlotState::Loading && s.in_use == 0)
+            {
+                inner = self
+                    .shared
+                    .loaded
+                    .wait(inner)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            match self.claim(&mut inner, layer, e, false) {
+                Ok(s) => slots.push(s),
+                Err(err) => {
+                    for &s in &slots {
+                        inner.slots[s].in_use -= 1;
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(slots)
+    }
+
+    fn release(&self, slots: &[usize]) {
+        let mut inner = self.lock();
+        for &s in slots {
+            inner.slots[s].in_use -= 1;
+        }
+    }
+
+    /// Runs `f` on the bytes of ready `slots` of `layer`.
+    fn run_on(
+        &self,
+        layer: usize,
+        slots: &[usize],
+        f: &mut dyn FnMut(&[ExpertBytes<'_>]) -> Result<()>,
+    ) -> Result<()> {
+        let guards: Vec<_> = slots
+            .iter()
+            .map(|&s| {
+                self.shared.buffers[s]
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+            })
+            .collect();
+        let l = self.shared.layouts[layer].as_ref().expect("checked");
+        let (g, u) = (
+            l.gate.bytes_per_expert as usize,
+            l.up.bytes_per_expert as usize,
+        );
+        let views: Vec<ExpertBytes<'_>> = guards
+            .iter()
+            .map(|b| ExpertBytes {
+                gate: &b[..g],
+                up: &b[g..g + u],
+                down: &b[g + u..],
+            })
+            .collect();
+        f(&views)
+    }
+
+    /// Waits until at least one of `slots` not yet `done` is loaded; returns the positions (in
+    /// `slots`) of all such ready ones. On a failed load, releases every slot and errs.
+    fn wait_some(&self, slots: &[usize], done: &[bool]) -> Result<Vec<usize>> {
+        let mut inner = self.lock();
+        loop {
+            let mut ready = Vec::new();
+            for (i, &s) in slots.iter().enumerate() {
+                if done[i] {
+                    continue;
+                }
+                match inner.slots[s].state {
+                    SlotState::Ready => ready.push(i),
+                    SlotState::Failed => {
+                        let msg = inner
+                            .last_error
+                            .clone()
+                            .unwrap_or_else(|| "expert load failed".into());
+                        for &s in slots {
+                            inner.slots[s].in_use = inner.slots[s].in_use.saturating_sub(1);
+                        }
+                        bail!("{msg}");
+                    }
+                    _ => {}
+                }
+            }
+            if !ready.is_empty() {
+                return Ok(ready);
+            }
+            inner = self
+                .shared
+                .loaded
+                .wait(inner)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
     fn wait_ready(&self, slots: &[usize]) -> Result<()> {
         let mut inner = self.lock();
         loop {
@@ -577,72 +691,32 @@ impl ExpertStore for CachedExpertStore {
         experts: &[usize],
         f: &mut dyn FnMut(&[ExpertBytes<'_>]) -> Result<()>,
     ) -> Result<()> {
-        for &e in experts {
-            self.check(layer, e)?;
-        }
-        let mut slots = Vec::with_capacity(experts.len());
-        {
-            let mut inner = self.lock();
-            // Consecutive calls for one layer are one visit split into batches (when the
-            // model has more than one MoE layer; with one, every call is a new visit).
-            let continued = self.moe_layers > 1 && inner.reuse.current_layer() == layer;
-            inner.reuse.record(layer, experts, continued);
-            for &e in experts {
-                // Slots still loading a prefetch cannot be evicted yet: wait for them rather
-                // than fail when nothing else is free.
-                while !inner.index.contains_key(&(layer, e))
-                    && self.victim(&inner).is_none()
-                    && inner
-                        .slots
-                        .iter()
-                        .any(|s| s.state == SlotState::Loading && s.in_use == 0)
-                {
-                    inner = self
-                        .shared
-                        .loaded
-                        .wait(inner)
-                        .unwrap_or_else(|e| e.into_inner());
-                }
-                match self.claim(&mut inner, layer, e, false) {
-                    Ok(s) => slots.push(s),
-                    Err(err) => {
-                        for &s in &slots {
-                            inner.slots[s].in_use -= 1;
-                        }
-                        return Err(err);
-                    }
-                }
+        let slots = self.claim_all(layer, experts)?;
+        self.wait_ready(&slots)?;
+        let result = self.run_on(layer, &slots, f);
+        self.release(&slots);
+        result
+    }
+
+    fn with_experts_as_ready(
+        &self,
+        layer: usize,
+        experts: &[usize],
+        f: &mut dyn FnMut(&[usize], &[ExpertBytes<'_>]) -> Result<()>,
+    ) -> Result<()> {
+        let slots = self.claim_all(layer, experts)?;
+        let mut done = vec![false; slots.len()];
+        let mut result = Ok(());
+        while result.is_ok() && done.iter().any(|d| !d) {
+            // `wait_some` releases every slot itself when a load failed.
+            let ready = self.wait_some(&slots, &done)?;
+            let batch: Vec<usize> = ready.iter().map(|&i| slots[i]).collect();
+            result = self.run_on(layer, &batch, &mut |views| f(&ready, views));
+            for &i in &ready {
+                done[i] = true;
             }
         }
-        self.wait_ready(&slots)?;
-        let result = {
-            let guards: Vec<_> = slots
-                .iter()
-                .map(|&s| {
-                    self.shared.buffers[s]
-                        .read()
-                        .unwrap_or_else(|e| e.into_inner())
-                })
-                .collect();
-            let l = self.shared.layouts[layer].as_ref().expect("checked");
-            let (g, u) = (
-                l.gate.bytes_per_expert as usize,
-                l.up.bytes_per_expert as usize,
-            );
-            let views: Vec<ExpertBytes<'_>> = guards
-                .iter()
-                .map(|b| ExpertBytes {
-                    gate: &b[..g],
-                    up: &b[g..g + u],
-                    down: &b[g + u..],
-                })
-                .collect();
-            f(&views)
-        };
-        let mut inner = self.lock();
-        for &s in &slots {
-            inner.slots[s].in_use -= 1;
-        }
+        self.release(&slots);
         result
     }
 

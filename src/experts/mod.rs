@@ -73,6 +73,20 @@ pub trait ExpertStore: Send + Sync {
         f: &mut dyn FnMut(&[ExpertBytes<'_>]) -> Result<()>,
     ) -> Result<()>;
 
+    /// Like `with_experts`, but calls `f` as experts become resident: first all that already
+    /// are, then each batch of loads as it completes, so computing on the resident experts
+    /// overlaps the reads of the missing ones. `f` gets positions in `experts` and their bytes;
+    /// every expert is passed exactly once.
+    fn with_experts_as_ready(
+        &self,
+        layer: usize,
+        experts: &[usize],
+        f: &mut dyn FnMut(&[usize], &[ExpertBytes<'_>]) -> Result<()>,
+    ) -> Result<()> {
+        let all: Vec<usize> = (0..experts.len()).collect();
+        self.with_experts(layer, experts, &mut |views| f(&all, views))
+    }
+
     /// Whether an expert is resident now (for cache-aware routing). Mapped stores say yes.
     fn is_resident(&self, _layer: usize, _expert: usize) -> bool {
         true

@@ -374,9 +374,13 @@ impl Model {
         // Per (token, slot) outputs, summed in slot order afterwards like llama.cpp.
         let mut slot_out = vec![0f32; n * max_slots * e];
         let ff = layout.gate.rows;
-        for group in used.chunks(self.store.max_batch().max(1)) {
+        for chunk in used.chunks(self.store.max_batch().max(1)) {
+            // Resident experts are computed while the missing ones load; the results land in
+            // per-(token, slot) rows summed in slot order below, so the order does not matter.
             self.store
-                .with_experts(il, group, &mut |experts: &[ExpertBytes<'_>]| {
+                .with_experts_as_ready(il, chunk, &mut |ready, experts: &[ExpertBytes<'_>]| {
+                    let group: Vec<usize> = ready.iter().map(|&i| chunk[i]).collect();
+                    let group = &group[..];
                     // Activations of each expert's tokens, quantized for gate and up.
                     let mut xq_gate = vec![Vec::new(); group.len()];
                     let mut xq_up = vec![Vec::new(); group.len()];
