@@ -123,7 +123,11 @@ fn main() {
                 let s = time(Duration::from_millis(300), || {
                     pack_rows(ty, COLS, black_box(&w), &mut packed);
                 });
-                println!("{:<6} packing: {:.2} GB/s", ty.name(), w.len() as f64 / s / 1e9);
+                println!(
+                    "{:<6} packing: {:.2} GB/s",
+                    ty.name(),
+                    w.len() as f64 / s / 1e9
+                );
                 let mut out = vec![0f32; MV_ROWS];
                 let s = time(Duration::from_millis(400), || {
                     matmul_packed_at(

@@ -63,6 +63,10 @@ struct SlotMeta {
     last_use: u64,
     freq: u64,
     prefetched_unused: bool,
+    /// Matrices (gate, up, down) still being read.
+    parts_left: u8,
+    /// Bumped on every claim: a part read for an older claim is discarded.
+    generation: u64,
 }
 
 struct Inner {
@@ -78,7 +82,8 @@ struct Inner {
 struct Shared {
     inner: Mutex<Inner>,
     loaded: Condvar,
-    buffers: Vec<RwLock<Vec<u8>>>,
+    /// Per slot, one buffer per matrix (gate, up, down), so the three are read in parallel.
+    buffers: Vec<[RwLock<Vec<u8>>; 3]>,
     layouts: Vec<Option<ExpertLayout>>,
     reader: ExpertReader,
 }
@@ -195,7 +200,8 @@ pub struct CacheConfig {
 
 pub struct CachedExpertStore {
     shared: Arc<Shared>,
-    jobs: Mutex<Sender<usize>>,
+    /// (slot, part, generation) reads for the I/O threads.
+    jobs: Mutex<Sender<(usize, usize, u64)>>,
     policy: EvictionPolicy,
     slot_bytes: usize,
     n_expert: usize,
@@ -247,6 +253,8 @@ impl CachedExpertStore {
             last_use: 0,
             freq: 0,
             prefetched_unused: false,
+            parts_left: 0,
+            generation: 0,
         };
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
@@ -262,11 +270,13 @@ impl CachedExpertStore {
                 reuse: super::ReuseEstimator::new(layouts.len(), n_expert, cfg.reserve),
             }),
             loaded: Condvar::new(),
-            buffers: (0..cfg.slots).map(|_| RwLock::new(Vec::new())).collect(),
+            buffers: (0..cfg.slots)
+                .map(|_| std::array::from_fn(|_| RwLock::new(Vec::new())))
+                .collect(),
             layouts,
             reader,
         });
-        let (tx, rx) = channel::<usize>();
+        let (tx, rx) = channel::<(usize, usize, u64)>();
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..cfg.io_threads.max(1) {
             let shared = shared.clone();
@@ -278,8 +288,10 @@ impl CachedExpertStore {
                     let mut scratch = Vec::new();
                     loop {
                         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok(slot) = job else { break };
-                        load_slot(&shared, slot, &mut bounce, &mut scratch);
+                        let Ok((slot, part, generation)) = job else {
+                            break;
+                        };
+                        load_part(&shared, slot, part, generation, &mut bounce, &mut scratch);
                     }
                 })
                 .context("cannot start an expert I/O thread")?;
@@ -389,7 +401,10 @@ impl CachedExpertStore {
             last_use: tick,
             freq: if prefetch { 0 } else { 1 },
             prefetched_unused: prefetch,
+            parts_left: 3,
+            generation: old.generation + 1,
         };
+        let generation = old.generation + 1;
         inner.index.insert((layer, e), victim);
         inner.stats.resident_bytes += self.expert_bytes(layer);
         if prefetch {
@@ -397,11 +412,11 @@ impl CachedExpertStore {
         } else {
             inner.stats.misses += 1;
         }
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(victim)
-            .map_err(|_| anyhow::anyhow!("the expert I/O threads have stopped"))?;
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        for part in 0..3 {
+            jobs.send((victim, part, generation))
+                .map_err(|_| anyhow::anyhow!("the expert I/O threads have stopped"))?;
+        }
         Ok(victim)
     }
 
@@ -495,32 +510,28 @@ impl CachedExpertStore {
         }
     }
 
-    /// Runs `f` on the bytes of ready `slots` of `layer`.
+    /// Runs `f` on the bytes of ready `slots`.
     fn run_on(
         &self,
-        layer: usize,
         slots: &[usize],
         f: &mut dyn FnMut(&[ExpertBytes<'_>]) -> Result<()>,
     ) -> Result<()> {
-        let guards: Vec<_> = slots
+        let guards: Vec<[_; 3]> = slots
             .iter()
             .map(|&s| {
-                self.shared.buffers[s]
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
+                std::array::from_fn(|p| {
+                    self.shared.buffers[s][p]
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                })
             })
             .collect();
-        let l = self.shared.layouts[layer].as_ref().expect("checked");
-        let (g, u) = (
-            l.gate.bytes_per_expert as usize,
-            l.up.bytes_per_expert as usize,
-        );
         let views: Vec<ExpertBytes<'_>> = guards
             .iter()
             .map(|b| ExpertBytes {
-                gate: &b[..g],
-                up: &b[g..g + u],
-                down: &b[g + u..],
+                gate: &b[0],
+                up: &b[1],
+                down: &b[2],
             })
             .collect();
         f(&views)
@@ -594,42 +605,61 @@ impl CachedExpertStore {
     }
 }
 
-/// Reads one expert into its slot (packing each matrix in place when its layout says so).
-fn load_slot(shared: &Shared, slot: usize, bounce: &mut AlignedBuf, scratch: &mut Vec<u8>) {
+/// Reads one matrix (`part`: 0 gate, 1 up, 2 down) of the expert a slot was claimed for, packing
+/// it in place when its layout says so; the slot is ready once its three parts are in.
+fn load_part(
+    shared: &Shared,
+    slot: usize,
+    part: usize,
+    generation: u64,
+    bounce: &mut AlignedBuf,
+    scratch: &mut Vec<u8>,
+) {
+    // The part's buffer is locked before the claim is checked, so a stale read (of a claim
+    // that failed and was replaced) can never overwrite the newer claim's bytes.
+    let mut buf = shared.buffers[slot][part]
+        .write()
+        .unwrap_or_else(|e| e.into_inner());
     let key = {
         let inner = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.slots[slot].key
+        let s = &inner.slots[slot];
+        if s.generation != generation || s.state != SlotState::Loading {
+            return;
+        }
+        s.key
     };
     let Some((layer, e)) = key else { return };
     let result = (|| -> Result<u64> {
         let l = shared.layouts[layer]
             .as_ref()
             .context("layer has no experts")?;
-        let mut buf = shared.buffers[slot]
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        let total = l.bytes_per_expert() as usize;
-        buf.resize(total, 0);
-        let mut at = 0usize;
-        for (t, part) in [(&l.gate, "gate"), (&l.up, "up"), (&l.down, "down")] {
-            let n = t.bytes_per_expert as usize;
-            let what = || format!("expert {e} of layer {layer} ({part}, tensor '{}')", t.name);
-            shared
-                .reader
-                .read(t.offset_of(e), &mut buf[at..at + n], bounce, &what)?;
-            if t.packed {
-                moe_edge_kernels::pack_rows_in_place(t.ty, t.cols, &mut buf[at..at + n], scratch);
-            }
-            at += n;
+        let (t, name) = match part {
+            0 => (&l.gate, "gate"),
+            1 => (&l.up, "up"),
+            _ => (&l.down, "down"),
+        };
+        let n = t.bytes_per_expert as usize;
+        buf.resize(n, 0);
+        let what = || format!("expert {e} of layer {layer} ({name}, tensor '{}')", t.name);
+        shared
+            .reader
+            .read(t.offset_of(e), &mut buf[..], bounce, &what)?;
+        if t.packed {
+            moe_edge_kernels::pack_rows_in_place(t.ty, t.cols, &mut buf[..], scratch);
         }
-        Ok(total as u64)
+        Ok(n as u64)
     })();
+    drop(buf);
     let mut inner = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
-    if inner.slots[slot].key == Some((layer, e)) {
+    if inner.slots[slot].generation == generation && inner.slots[slot].state == SlotState::Loading {
         match result {
             Ok(n) => {
-                inner.slots[slot].state = SlotState::Ready;
                 inner.stats.bytes_read += n;
+                let s = &mut inner.slots[slot];
+                s.parts_left -= 1;
+                if s.parts_left == 0 {
+                    s.state = SlotState::Ready;
+                }
             }
             Err(err) => {
                 inner.slots[slot].state = SlotState::Failed;
@@ -693,7 +723,7 @@ impl ExpertStore for CachedExpertStore {
     ) -> Result<()> {
         let slots = self.claim_all(layer, experts)?;
         self.wait_ready(&slots)?;
-        let result = self.run_on(layer, &slots, f);
+        let result = self.run_on(&slots, f);
         self.release(&slots);
         result
     }
@@ -702,7 +732,7 @@ impl ExpertStore for CachedExpertStore {
         &self,
         layer: usize,
         experts: &[usize],
-        f: &mut dyn FnMut(&[usize], &[ExpertBytes<'_>]) -> Result<()>,
+        f: &mut super::ReadyFn<'_>,
     ) -> Result<()> {
         let slots = self.claim_all(layer, experts)?;
         let mut done = vec![false; slots.len()];
@@ -711,7 +741,7 @@ impl ExpertStore for CachedExpertStore {
             // `wait_some` releases every slot itself when a load failed.
             let ready = self.wait_some(&slots, &done)?;
             let batch: Vec<usize> = ready.iter().map(|&i| slots[i]).collect();
-            result = self.run_on(layer, &batch, &mut |views| f(&ready, views));
+            result = self.run_on(&batch, &mut |views| f(&ready, views));
             for &i in &ready {
                 done[i] = true;
             }

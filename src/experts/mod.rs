@@ -51,6 +51,9 @@ impl StoreStats {
     }
 }
 
+/// Called by `with_experts_as_ready` with positions in the requested list and their bytes.
+pub type ReadyFn<'f> = dyn FnMut(&[usize], &[ExpertBytes<'_>]) -> Result<()> + 'f;
+
 /// Access to expert weights by (layer, expert id).
 pub trait ExpertStore: Send + Sync {
     /// A short name for logs ("mapped", "cached").
@@ -81,7 +84,7 @@ pub trait ExpertStore: Send + Sync {
         &self,
         layer: usize,
         experts: &[usize],
-        f: &mut dyn FnMut(&[usize], &[ExpertBytes<'_>]) -> Result<()>,
+        f: &mut ReadyFn<'_>,
     ) -> Result<()> {
         let all: Vec<usize> = (0..experts.len()).collect();
         self.with_experts(layer, experts, &mut |views| f(&all, views))

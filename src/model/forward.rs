@@ -377,8 +377,10 @@ impl Model {
         for chunk in used.chunks(self.store.max_batch().max(1)) {
             // Resident experts are computed while the missing ones load; the results land in
             // per-(token, slot) rows summed in slot order below, so the order does not matter.
-            self.store
-                .with_experts_as_ready(il, chunk, &mut |ready, experts: &[ExpertBytes<'_>]| {
+            self.store.with_experts_as_ready(
+                il,
+                chunk,
+                &mut |ready, experts: &[ExpertBytes<'_>]| {
                     let group: Vec<usize> = ready.iter().map(|&i| chunk[i]).collect();
                     let group = &group[..];
                     // Activations of each expert's tokens, quantized for gate and up.
@@ -452,7 +454,8 @@ impl Model {
                         }
                     }
                     Ok(())
-                })?;
+                },
+            )?;
         }
         let mut out = vec![0f32; n * e];
         for t in 0..n {
