@@ -169,6 +169,87 @@ unsafe fn dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
     }
 }
 
+/// Eight f16 values (as raw bits) widened to two f32x4 with FCVTL/FCVTL2 (base ARMv8 FP; the
+/// f16 vector types are not stable in Rust, so inline assembly does the conversion).
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn f16x8_to_f32(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
+    let (lo, hi): (float32x4_t, float32x4_t);
+    // SAFETY: register-only conversions available on every aarch64 CPU.
+    unsafe {
+        std::arch::asm!(
+            "fcvtl {lo:v}.4s, {h:v}.4h",
+            "fcvtl2 {hi:v}.4s, {h:v}.8h",
+            h = in(vreg) h,
+            lo = out(vreg) lo,
+            hi = out(vreg) hi,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    (lo, hi)
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    assert!(w.len() >= 2 * n && a.len() >= 2 * n);
+    let n16 = n / 16 * 16;
+    let mut s = 0f32;
+    // SAFETY: every 16-byte load is below 2 * n16 bytes of both rows (checked above).
+    unsafe {
+        let mut acc = [vdupq_n_f32(0.0); 4];
+        for i in (0..n16).step_by(16) {
+            for k in 0..2 {
+                let (w0, w1) =
+                    f16x8_to_f32(vld1q_u16(w.as_ptr().add(2 * (i + 8 * k)) as *const u16));
+                let (a0, a1) =
+                    f16x8_to_f32(vld1q_u16(a.as_ptr().add(2 * (i + 8 * k)) as *const u16));
+                acc[2 * k] = vfmaq_f32(acc[2 * k], w0, a0);
+                acc[2 * k + 1] = vfmaq_f32(acc[2 * k + 1], w1, a1);
+            }
+        }
+        s += vaddvq_f32(vaddq_f32(
+            vaddq_f32(acc[0], acc[1]),
+            vaddq_f32(acc[2], acc[3]),
+        ));
+    }
+    for i in n16..n {
+        let x = F16Bits([w[2 * i], w[2 * i + 1]]).to_f32();
+        let y = F16Bits([a[2 * i], a[2 * i + 1]]).to_f32();
+        s += x * y;
+    }
+    s
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_bf16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    assert!(w.len() >= 2 * n && a.len() >= 2 * n);
+    let n8 = n / 8 * 8;
+    let mut s = 0f32;
+    // SAFETY: every 16-byte load is below 2 * n8 bytes of both rows (checked above).
+    unsafe {
+        let widen = |v: uint16x8_t| {
+            (
+                vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(v))),
+                vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_high_u16(v))),
+            )
+        };
+        let mut acc = [vdupq_n_f32(0.0); 2];
+        for i in (0..n8).step_by(8) {
+            let (w0, w1) = widen(vld1q_u16(w.as_ptr().add(2 * i) as *const u16));
+            let (a0, a1) = widen(vld1q_u16(a.as_ptr().add(2 * i) as *const u16));
+            acc[0] = vfmaq_f32(acc[0], w0, a0);
+            acc[1] = vfmaq_f32(acc[1], w1, a1);
+        }
+        s += vaddvq_f32(vaddq_f32(acc[0], acc[1]));
+    }
+    for i in n8..n {
+        let x = bf16_bits_to_f32(u16::from_le_bytes([w[2 * i], w[2 * i + 1]]));
+        let y = bf16_bits_to_f32(u16::from_le_bytes([a[2 * i], a[2 * i + 1]]));
+        s += x * y;
+    }
+    s
+}
+
 // ---------------------------------------------------------------------------------------------
 // Quantized block dot products: returns `acc + contribution of one weight block`.
 
@@ -513,6 +594,8 @@ pub(crate) fn fill(level: KernelLevel, t: &mut KernelTable) {
     set(t, GgmlType::Q8_0, |k| k.quantize = quantize_q8_0);
     set(t, GgmlType::Q8_K, |k| k.quantize = quantize_q8_k);
     set(t, GgmlType::F32, |k| k.vec_dot = dot_f32);
+    set(t, GgmlType::F16, |k| k.vec_dot = dot_f16);
+    set(t, GgmlType::BF16, |k| k.vec_dot = dot_bf16);
     macro_rules! install {
         ($ty:expr, $dot:ident, $mv:ident, $mm:ident) => {
             set(t, $ty, |k| {
