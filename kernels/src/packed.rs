@@ -89,6 +89,12 @@ fn packed_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
         (KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni, GgmlType::Q4_K) => {
             Some(crate::x86::packed_avx2::matmul_q4_kx8)
         }
+        #[cfg(target_arch = "aarch64")]
+        (KernelLevel::Neon, GgmlType::Q4_0) => Some(crate::arm::packed_neon::matmul_q4_0x8_neon),
+        #[cfg(target_arch = "aarch64")]
+        (KernelLevel::NeonDotprod, GgmlType::Q4_0) => {
+            Some(crate::arm::packed_neon::matmul_q4_0x8_dotprod)
+        }
         _ => None,
     }
 }

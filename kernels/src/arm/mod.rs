@@ -1,6 +1,7 @@
 //! AArch64 kernels. (32-bit ARM builds use the scalar kernels.)
 
 mod neon;
+pub(crate) mod packed_neon;
 
 use crate::dispatch::KernelTable;
 use crate::level::KernelLevel;

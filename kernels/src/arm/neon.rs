@@ -173,7 +173,7 @@ unsafe fn dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// f16 vector types are not stable in Rust, so inline assembly does the conversion).
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn f16x8_to_f32(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
+pub(crate) unsafe fn f16x8_to_f32(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
     let (lo, hi): (float32x4_t, float32x4_t);
     // SAFETY: register-only conversions available on every aarch64 CPU.
     unsafe {
