@@ -573,35 +573,15 @@ impl CachedExpertStore {
         }
     }
 
+    /// Waits until every slot is loaded (on a failed load, releases them all and errs).
     fn wait_ready(&self, slots: &[usize]) -> Result<()> {
-        let mut inner = self.lock();
-        loop {
-            let mut pending = false;
-            for &s in slots {
-                match inner.slots[s].state {
-                    SlotState::Loading => pending = true,
-                    SlotState::Failed => {
-                        let msg = inner
-                            .last_error
-                            .clone()
-                            .unwrap_or_else(|| "expert load failed".into());
-                        for &s in slots {
-                            inner.slots[s].in_use = inner.slots[s].in_use.saturating_sub(1);
-                        }
-                        bail!("{msg}");
-                    }
-                    _ => {}
-                }
+        let mut done = vec![false; slots.len()];
+        while done.iter().any(|d| !d) {
+            for i in self.wait_some(slots, &done)? {
+                done[i] = true;
             }
-            if !pending {
-                return Ok(());
-            }
-            inner = self
-                .shared
-                .loaded
-                .wait(inner)
-                .unwrap_or_else(|e| e.into_inner());
         }
+        Ok(())
     }
 }
 

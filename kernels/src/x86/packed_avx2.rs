@@ -62,14 +62,18 @@ unsafe fn group_tile<const T: usize>(
     acc_out[..T].copy_from_slice(&acc);
 }
 
-/// Packed Q4_0 times Q8_0 activations, every group and token.
-///
-/// # Safety
-/// AVX2, FMA and F16C must be present; arguments as checked by `crate::packed::matmul_packed_at`.
+/// A kernel for one group and a tile of tokens (`group_tile::<T>` for T = 1..=4).
+type TileFn = unsafe fn(&PackedArgs<'_>, *const u8, usize, &mut [__m256; TOKEN_TILE]);
+
+/// Every group times every token, `TOKEN_TILE` tokens at a time; `tiles[t - 1]` handles a tile
+/// of `t` tokens, groups are `group_bytes` apart.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
-    let nb = args.n_cols / 32;
-    let group_bytes = nb * 144;
+unsafe fn drive(
+    args: &PackedArgs<'_>,
+    out: &mut [f32],
+    group_bytes: usize,
+    tiles: [TileFn; TOKEN_TILE],
+) {
     let n_groups = args.w.len() / group_bytes;
     let n_rows = n_groups * PACK_ROWS;
     let mut acc = [_mm256_setzero_ps(); TOKEN_TILE];
@@ -79,15 +83,8 @@ pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
         let mut t0 = 0;
         while t0 < args.n_tokens {
             let t = TOKEN_TILE.min(args.n_tokens - t0);
-            // SAFETY: tokens t0..t0 + t exist; same features as this function.
-            unsafe {
-                match t {
-                    4 => group_tile::<4>(args, wg, t0, &mut acc),
-                    3 => group_tile::<3>(args, wg, t0, &mut acc),
-                    2 => group_tile::<2>(args, wg, t0, &mut acc),
-                    _ => group_tile::<1>(args, wg, t0, &mut acc),
-                }
-            }
+            // SAFETY: tokens t0..t0 + t exist; the tile kernels need this function's features.
+            unsafe { tiles[t - 1](args, wg, t0, &mut acc) };
             for (i, a) in acc[..t].iter().enumerate() {
                 let at = (t0 + i) * n_rows + g * PACK_ROWS;
                 let dst = &mut out[at..at + PACK_ROWS];
@@ -97,6 +94,22 @@ pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
             t0 += t;
         }
     }
+}
+
+/// Packed Q4_0 times Q8_0 activations, every group and token.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be present; arguments as checked by `crate::packed::matmul_packed_at`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
+    let tiles: [TileFn; TOKEN_TILE] = [
+        group_tile::<1>,
+        group_tile::<2>,
+        group_tile::<3>,
+        group_tile::<4>,
+    ];
+    // SAFETY: same features; arguments as checked by the caller.
+    unsafe { drive(args, out, args.n_cols / 32 * 144, tiles) }
 }
 
 /// One Q4_K group (`wg`, 8 rows) times tokens `t0..t0 + T`.
@@ -202,33 +215,12 @@ unsafe fn group_tile_q4_k<const T: usize>(
 /// AVX2, FMA and F16C must be present; arguments as checked by `crate::packed::matmul_packed_at`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn matmul_q4_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
-    let nb = args.n_cols / 256;
-    let group_bytes = nb * 1152;
-    let n_groups = args.w.len() / group_bytes;
-    let n_rows = n_groups * PACK_ROWS;
-    let mut acc = [_mm256_setzero_ps(); TOKEN_TILE];
-    for g in 0..n_groups {
-        // SAFETY: group g lies inside `w` (n_groups whole groups).
-        let wg = unsafe { args.w.as_ptr().add(g * group_bytes) };
-        let mut t0 = 0;
-        while t0 < args.n_tokens {
-            let t = TOKEN_TILE.min(args.n_tokens - t0);
-            // SAFETY: tokens t0..t0 + t exist; same features as this function.
-            unsafe {
-                match t {
-                    4 => group_tile_q4_k::<4>(args, wg, t0, &mut acc),
-                    3 => group_tile_q4_k::<3>(args, wg, t0, &mut acc),
-                    2 => group_tile_q4_k::<2>(args, wg, t0, &mut acc),
-                    _ => group_tile_q4_k::<1>(args, wg, t0, &mut acc),
-                }
-            }
-            for (i, a) in acc[..t].iter().enumerate() {
-                let at = (t0 + i) * n_rows + g * PACK_ROWS;
-                let dst = &mut out[at..at + PACK_ROWS];
-                // SAFETY: dst has exactly 8 f32.
-                unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), *a) };
-            }
-            t0 += t;
-        }
-    }
+    let tiles: [TileFn; TOKEN_TILE] = [
+        group_tile_q4_k::<1>,
+        group_tile_q4_k::<2>,
+        group_tile_q4_k::<3>,
+        group_tile_q4_k::<4>,
+    ];
+    // SAFETY: same features; arguments as checked by the caller.
+    unsafe { drive(args, out, args.n_cols / 256 * 1152, tiles) }
 }
