@@ -126,6 +126,37 @@ fn logits_are_bit_identical_under_a_budget_that_evicts_every_token() {
     }
 }
 
+/// `Model::repack` on a cache built from row-layout experts packs the resident matrices only:
+/// the forward pass follows the store's layout, so logits stay those of the unpacked model.
+#[test]
+fn repack_follows_the_expert_store_layout() {
+    let tokens: Vec<u32> = vec![1, 20, 300, 4000, 17, 99, 512, 3];
+    let path = fixture("llama_moe_q4_0.gguf");
+    let full = Model::open(&path).unwrap();
+    let want = run_tokens(&full, &tokens, true);
+    let (mut m, _store) = cached_model(
+        &path,
+        full.cfg.n_expert_used,
+        EvictionPolicy::Lru,
+        false,
+        false,
+    );
+    m.repack().unwrap();
+    assert!(m
+        .weights
+        .expert_layouts()
+        .iter()
+        .flatten()
+        .all(|l| !l.gate.packed && !l.up.packed && !l.down.packed));
+    let got = run_tokens(&m, &tokens, true);
+    for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-3 * (1.0 + a.abs()),
+            "logit {i}: {a} vs {b}"
+        );
+    }
+}
+
 #[test]
 fn pinned_experts_stay_resident() {
     let path = fixture("olmoe_q8_0.gguf");

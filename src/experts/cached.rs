@@ -730,6 +730,14 @@ impl ExpertStore for CachedExpertStore {
         result
     }
 
+    fn packs_experts(&self) -> bool {
+        self.shared
+            .layouts
+            .iter()
+            .flatten()
+            .any(|l| l.gate.packed || l.up.packed || l.down.packed)
+    }
+
     fn is_resident(&self, layer: usize, expert: usize) -> bool {
         self.lock().index.contains_key(&(layer, expert))
     }

@@ -22,6 +22,8 @@ pub struct MappedExpertStore {
     layers: Vec<Option<LayerExperts>>,
     requests: AtomicU64,
     total_bytes: u64,
+    /// Some tensor is held as packed copies.
+    packed: bool,
 }
 
 /// The tensor's bytes: a view into the map, or (for a packed tensor) an owned copy read with
@@ -60,10 +62,15 @@ impl MappedExpertStore {
                 }
             });
         }
+        let packed = layouts
+            .iter()
+            .flatten()
+            .any(|l| l.gate.packed || l.up.packed || l.down.packed);
         Ok(MappedExpertStore {
             layers,
             requests: AtomicU64::new(0),
             total_bytes,
+            packed,
         })
     }
 }
@@ -104,6 +111,10 @@ impl ExpertStore for MappedExpertStore {
         self.requests
             .fetch_add(experts.len() as u64, Ordering::Relaxed);
         f(&views)
+    }
+
+    fn packs_experts(&self) -> bool {
+        self.packed
     }
 
     fn stats(&self) -> StoreStats {

@@ -90,6 +90,12 @@ pub trait ExpertStore: Send + Sync {
         self.with_experts(layer, experts, &mut |views| f(&all, views))
     }
 
+    /// Whether this store hands out experts in the kernels' packed layout (where their
+    /// `ExpertLayout` marks a tensor packed). The forward pass must use the same layouts.
+    fn packs_experts(&self) -> bool {
+        false
+    }
+
     /// Whether an expert is resident now (for cache-aware routing). Mapped stores say yes.
     fn is_resident(&self, _layer: usize, _expert: usize) -> bool {
         true

@@ -103,15 +103,17 @@ impl Model {
 
     /// Repacks resident weights and experts into the kernels' packed layout where the active
     /// kernel level has a packed kernel (an owned copy of each packed tensor, llama.cpp's
-    /// "repack"). A mapped store is replaced by one holding packed copies; a cached store must
-    /// have been built from layouts `with_packing(true)`, so its slots are packed as they load.
-    /// Returns the bytes packed.
+    /// "repack"). A mapped store is replaced by one holding packed copies; another store keeps
+    /// its own layout (a cached store packs its slots as they load if it was built from layouts
+    /// `with_packing(true)`), and the forward pass follows it. Returns the bytes packed.
     pub fn repack(&mut self) -> Result<u64> {
+        let mapped = self.store.kind() == "mapped";
+        let pack_experts = mapped || self.store.packs_experts();
         let mut packed = self
             .weights
-            .repack(&self.file)
+            .repack(&self.file, pack_experts)
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.file.path().display()))?;
-        if self.store.kind() == "mapped" && self.cfg.is_moe() {
+        if mapped && self.cfg.is_moe() {
             let layouts = self.weights.expert_layouts();
             packed += layouts
                 .iter()

@@ -375,9 +375,10 @@ impl Weights {
     }
 
     /// Packs every resident matrix that has a packed layout (all but the token embeddings,
-    /// which are looked up by row) and marks expert tensors packed, as llama.cpp's CPU repack
-    /// does. Returns the bytes now held in owned packed copies.
-    pub fn repack(&mut self, file: &GgufFile) -> Result<u64> {
+    /// which are looked up by row), as llama.cpp's CPU repack does, and with `experts` marks
+    /// expert tensors packed (the expert store must then hand them out packed). Returns the
+    /// bytes now held in owned packed copies.
+    pub fn repack(&mut self, file: &GgufFile, experts: bool) -> Result<u64> {
         let mut packed = 0u64;
         let mut one = |m: &mut Matrix| -> Result<()> {
             m.repack(file)?;
@@ -399,7 +400,7 @@ impl Weights {
                 }
                 Ffn::Moe {
                     router,
-                    experts,
+                    experts: layout,
                     shared,
                 } => {
                     one(router)?;
@@ -408,7 +409,7 @@ impl Weights {
                             one(m)?;
                         }
                     }
-                    *experts = experts.clone().with_packing(true);
+                    *layout = layout.clone().with_packing(experts);
                 }
             }
         }
