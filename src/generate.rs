@@ -179,7 +179,8 @@ impl<'m> Session<'m> {
                 stop_reason = "context full";
                 break;
             }
-            let out = self.model.forward(
+            // The step reuses the state's buffers and the logits vector: no allocation.
+            self.model.forward_in_place(
                 &mut self.state,
                 &[id],
                 LogitsWanted::Last,
@@ -188,7 +189,7 @@ impl<'m> Session<'m> {
                     .map(|o| &mut **o as &mut dyn RouteObserver),
             )?;
             self.tokens.push(id);
-            logits = out.logits;
+            logits.copy_from_slice(self.state.logits());
         }
         if stop_reason != "stop string" {
             text.push_str(&decoder.finish());

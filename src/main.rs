@@ -37,6 +37,44 @@ enum Command {
     Sweep(cli::sweep::SweepArgs),
 }
 
+impl Command {
+    /// The model options of the commands that load a model (their `-t` sizes the pool).
+    fn model_args(&self) -> Option<&cli::ModelArgs> {
+        match self {
+            Command::Run(a) => Some(&a.model),
+            Command::Chat(a) => Some(&a.model),
+            Command::Perplexity(a) => Some(&a.model),
+            Command::Inspect(a) => Some(&a.model),
+            Command::Logits(a) => Some(&a.model),
+            Command::Bench(a) => Some(&a.model),
+            Command::Sweep(a) => Some(&a.model),
+            _ => None,
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(a) => cli::run::run(a),
+        Command::Chat(a) => cli::chat::run(a),
+        Command::Tokenize(a) => cli::tokenize::run(a),
+        Command::Perplexity(a) => cli::perplexity::run(a),
+        Command::Inspect(a) => cli::inspect::run(a),
+        Command::Logits(a) => cli::logits::run(a),
+        Command::Bench(a) => cli::bench::run(a),
+        Command::Synth(a) => cli::synth::run(a),
+        Command::RoutingStats(a) => cli::routing_stats::run(a),
+        Command::Simulate(a) => cli::simulate::run(a),
+        Command::Sweep(a) => cli::sweep::run(a),
+    }
+}
+
+/// Builds the compute thread pool with the command's `-t` (default: all cores).
+fn start_pool(command: &Command) -> anyhow::Result<()> {
+    let threads = command.model_args().and_then(|m| m.threads);
+    cli::build_pool(threads)
+}
+
 /// The forward pass frees and reallocates the same activation buffers (megabytes each in prompt
 /// processing) for every layer. glibc would hand big ones back to the kernel on free and take
 /// fresh zeroed pages on the next allocation (page faults and page clearing were 7 % of prompt
@@ -58,19 +96,12 @@ fn main() -> ExitCode {
         .init();
     keep_freed_memory_for_reuse();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Run(a) => cli::run::run(a),
-        Command::Chat(a) => cli::chat::run(a),
-        Command::Tokenize(a) => cli::tokenize::run(a),
-        Command::Perplexity(a) => cli::perplexity::run(a),
-        Command::Inspect(a) => cli::inspect::run(a),
-        Command::Logits(a) => cli::logits::run(a),
-        Command::Bench(a) => cli::bench::run(a),
-        Command::Synth(a) => cli::synth::run(a),
-        Command::RoutingStats(a) => cli::routing_stats::run(a),
-        Command::Simulate(a) => cli::simulate::run(a),
-        Command::Sweep(a) => cli::sweep::run(a),
-    };
+    let result = start_pool(&cli.command).and_then(|()| {
+        // The command runs on a worker of the pool, so its parallel regions are forked from
+        // inside the pool (no job is injected from outside per region, which costs rayon an
+        // allocation now and then): the decode step allocates nothing.
+        rayon::scope(move |_| dispatch(cli.command))
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

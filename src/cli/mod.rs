@@ -40,6 +40,32 @@ pub fn bundled_model_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(BUNDLED_MODEL)
 }
 
+/// Builds rayon's global pool with `threads` compute threads (default: all cores), once; a
+/// second call (tests, sweeps, a second model in one process) keeps the pool already built.
+/// Workers get the main thread's 8 MiB stack, since commands run on a worker.
+pub fn build_pool(threads: Option<usize>) -> Result<()> {
+    let n = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    if n == 0 {
+        anyhow::bail!("--threads must be at least 1");
+    }
+    if rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .stack_size(8 << 20)
+        .build_global()
+        .is_err()
+    {
+        log::debug!(
+            "thread pool already running with {} threads",
+            rayon::current_num_threads()
+        );
+    }
+    Ok(())
+}
+
 /// Options shared by every command that loads a model.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -125,29 +151,11 @@ impl ModelArgs {
         self.model.clone().unwrap_or_else(bundled_model_path)
     }
 
-    /// Sets up the thread pool once.
+    /// The compute threads: the pool `main` built from `-t`, or one built now (library
+    /// callers and tests).
     pub fn init_threads(&self) -> Result<usize> {
-        let n = self.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
-        if n == 0 {
-            anyhow::bail!("--threads must be at least 1");
-        }
-        // A second model in the same process (tests, sweeps) keeps the pool already built.
-        if rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .is_err()
-        {
-            log::debug!(
-                "thread pool already running with {} threads",
-                rayon::current_num_threads()
-            );
-            return Ok(rayon::current_num_threads());
-        }
-        Ok(n)
+        build_pool(self.threads)?;
+        Ok(rayon::current_num_threads())
     }
 
     pub fn open_file(&self) -> Result<Arc<GgufFile>> {

@@ -9,6 +9,11 @@
 //! waiting, demand misses are queued together and waited for.
 
 use std::collections::HashMap;
+
+use smallvec::SmallVec;
+
+/// Per-call lists of a layer's experts, on the stack up to 16 (a decode step's top-k).
+type Small<T> = SmallVec<[T; 16]>;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -464,11 +469,11 @@ impl CachedExpertStore {
     }
 
     /// Finds or starts loading every expert and marks its slot in use (released by `release`).
-    fn claim_all(&self, layer: usize, experts: &[usize]) -> Result<Vec<usize>> {
+    fn claim_all(&self, layer: usize, experts: &[usize]) -> Result<Small<usize>> {
         for &e in experts {
             self.check(layer, e)?;
         }
-        let mut slots = Vec::with_capacity(experts.len());
+        let mut slots = Small::new();
         let mut inner = self.lock();
         // Consecutive calls for one layer are one visit split into batches (when the model
         // has more than one MoE layer; with one, every call is a new visit).
@@ -516,7 +521,7 @@ impl CachedExpertStore {
         slots: &[usize],
         f: &mut dyn FnMut(&[ExpertBytes<'_>]) -> Result<()>,
     ) -> Result<()> {
-        let guards: Vec<[_; 3]> = slots
+        let guards: SmallVec<[[_; 3]; 16]> = slots
             .iter()
             .map(|&s| {
                 std::array::from_fn(|p| {
@@ -526,7 +531,7 @@ impl CachedExpertStore {
                 })
             })
             .collect();
-        let views: Vec<ExpertBytes<'_>> = guards
+        let views: Small<ExpertBytes<'_>> = guards
             .iter()
             .map(|b| ExpertBytes {
                 gate: &b[0],
@@ -539,10 +544,10 @@ impl CachedExpertStore {
 
     /// Waits until at least one of `slots` not yet `done` is loaded; returns the positions (in
     /// `slots`) of all such ready ones. On a failed load, releases every slot and errs.
-    fn wait_some(&self, slots: &[usize], done: &[bool]) -> Result<Vec<usize>> {
+    fn wait_some(&self, slots: &[usize], done: &[bool]) -> Result<Small<usize>> {
         let mut inner = self.lock();
         loop {
-            let mut ready = Vec::new();
+            let mut ready = Small::new();
             for (i, &s) in slots.iter().enumerate() {
                 if done[i] {
                     continue;
@@ -575,7 +580,7 @@ impl CachedExpertStore {
 
     /// Waits until every slot is loaded (on a failed load, releases them all and errs).
     fn wait_ready(&self, slots: &[usize]) -> Result<()> {
-        let mut done = vec![false; slots.len()];
+        let mut done: Small<bool> = smallvec::smallvec![false; slots.len()];
         while done.iter().any(|d| !d) {
             for i in self.wait_some(slots, &done)? {
                 done[i] = true;
@@ -715,12 +720,12 @@ impl ExpertStore for CachedExpertStore {
         f: &mut super::ReadyFn<'_>,
     ) -> Result<()> {
         let slots = self.claim_all(layer, experts)?;
-        let mut done = vec![false; slots.len()];
+        let mut done: Small<bool> = smallvec::smallvec![false; slots.len()];
         let mut result = Ok(());
         while result.is_ok() && done.iter().any(|d| !d) {
             // `wait_some` releases every slot itself when a load failed.
             let ready = self.wait_some(&slots, &done)?;
-            let batch: Vec<usize> = ready.iter().map(|&i| slots[i]).collect();
+            let batch: Small<usize> = ready.iter().map(|&i| slots[i]).collect();
             result = self.run_on(&batch, &mut |views| f(&ready, views));
             for &i in &ready {
                 done[i] = true;

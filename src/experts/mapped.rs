@@ -94,7 +94,8 @@ impl ExpertStore for MappedExpertStore {
         let Some(Some(l)) = self.layers.get(layer) else {
             bail!("layer {layer} has no experts");
         };
-        let mut views = Vec::with_capacity(experts.len());
+        // On the stack for a decode step's experts: the in-RAM path allocates nothing.
+        let mut views: smallvec::SmallVec<[ExpertBytes<'_>; 16]> = smallvec::SmallVec::new();
         for &e in experts {
             if e >= l.n_expert {
                 bail!(

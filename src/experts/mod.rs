@@ -86,7 +86,7 @@ pub trait ExpertStore: Send + Sync {
         experts: &[usize],
         f: &mut ReadyFn<'_>,
     ) -> Result<()> {
-        let all: Vec<usize> = (0..experts.len()).collect();
+        let all: smallvec::SmallVec<[usize; 16]> = (0..experts.len()).collect();
         self.with_experts(layer, experts, &mut |views| f(&all, views))
     }
 

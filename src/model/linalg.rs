@@ -3,6 +3,7 @@
 
 use moe_edge_kernels::GgmlType;
 use rayon::prelude::*;
+use smallvec::SmallVec;
 
 /// Activations quantized for one weight type: `n` rows back to back.
 pub fn quantize_rows(ty: GgmlType, x: &[f32], n_rows: usize, out: &mut Vec<u8>) {
@@ -59,7 +60,9 @@ pub struct LinearJob<'a> {
 
 /// A slice of rows of one job, and where its results go.
 struct Task<'a> {
-    job: usize,
+    w: WeightView<'a>,
+    xq: &'a [u8],
+    n_tok: usize,
     r0: usize,
     n_rows: usize,
     out: &'a mut [f32],
@@ -68,28 +71,30 @@ struct Task<'a> {
 /// Weight bytes below which splitting a product further costs more than it balances.
 const MIN_TASK_BYTES: usize = 32 << 10;
 
+/// Rows per task of `w` when tasks should hold about `task_bytes` of weights: whole packed
+/// groups, at most the whole matrix.
+fn rows_per_task(w: &WeightView<'_>, task_bytes: usize) -> usize {
+    let rb = w.ty.row_bytes(w.cols).expect("validated shape").max(1);
+    (task_bytes / rb)
+        .max(1)
+        .next_multiple_of(moe_edge_kernels::PACK_ROWS)
+        .min(w.rows.max(1))
+}
+
 /// Runs several independent products in one parallel region: every job's rows are cut into
 /// tasks of whole packed groups, and the rayon pool takes them all at once (one fork-join for,
 /// say, the gate and up projections of every routed expert, instead of one per matrix).
+/// With one token per job it allocates nothing (the task list lives on the stack).
 pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
     let threads = rayon::current_num_threads().max(1);
     let total_bytes: usize = jobs.iter().map(|j| j.w.bytes.len()).sum();
     let task_bytes = (total_bytes / (threads * 4)).max(MIN_TASK_BYTES);
-    let chunks: Vec<usize> = jobs
+    let n_tasks: usize = jobs
         .iter()
         .map(|j| {
             debug_assert_eq!(j.out.len(), j.w.rows * j.n_tok);
-            let rb = j.w.ty.row_bytes(j.w.cols).expect("validated shape").max(1);
-            (task_bytes / rb)
-                .max(1)
-                .next_multiple_of(moe_edge_kernels::PACK_ROWS)
-                .min(j.w.rows.max(1))
+            j.w.rows.div_ceil(rows_per_task(&j.w, task_bytes))
         })
-        .collect();
-    let n_tasks: usize = jobs
-        .iter()
-        .zip(&chunks)
-        .map(|(j, &c)| j.w.rows.div_ceil(c))
         .sum();
     if n_tasks <= 1 {
         for j in jobs.iter_mut() {
@@ -106,12 +111,11 @@ pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
     } else {
         vec![0f32; jobs.iter().map(|j| j.out.len()).sum()]
     };
-    let inputs: Vec<(WeightView<'_>, &[u8], usize)> =
-        jobs.iter().map(|j| (j.w, j.xq, j.n_tok)).collect();
     {
-        let mut tasks: Vec<Task<'_>> = Vec::with_capacity(n_tasks);
+        let mut tasks: SmallVec<[Task<'_>; 64]> = SmallVec::new();
         let mut rest: &mut [f32] = &mut scratch;
-        for (ji, (j, &c)) in jobs.iter_mut().zip(&chunks).enumerate() {
+        for j in jobs.iter_mut() {
+            let c = rows_per_task(&j.w, task_bytes);
             let mut dst: &mut [f32] = if single {
                 &mut *j.out
             } else {
@@ -125,7 +129,9 @@ pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
                 let (part, tail) = std::mem::take(&mut dst).split_at_mut(n_rows * j.n_tok);
                 dst = tail;
                 tasks.push(Task {
-                    job: ji,
+                    w: j.w,
+                    xq: j.xq,
+                    n_tok: j.n_tok,
                     r0,
                     n_rows,
                     out: part,
@@ -133,16 +139,16 @@ pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
                 r0 += n_rows;
             }
         }
-        tasks.into_par_iter().for_each(|t| {
-            let (w, xq, n_tok) = &inputs[t.job];
-            rows_times_tokens(w, t.r0, t.n_rows, xq, *n_tok, t.out);
+        tasks.par_iter_mut().for_each(|t| {
+            rows_times_tokens(&t.w, t.r0, t.n_rows, t.xq, t.n_tok, t.out);
         });
     }
     if single {
         return;
     }
     let mut at = 0;
-    for (j, &c) in jobs.iter_mut().zip(&chunks) {
+    for j in jobs.iter_mut() {
+        let c = rows_per_task(&j.w, task_bytes);
         let (rows, n_tok) = (j.w.rows, j.n_tok);
         let mut r0 = 0;
         while r0 < rows {

@@ -4,7 +4,9 @@
 pub mod config;
 mod forward;
 pub mod linalg;
+mod moe;
 pub mod prefetch;
+mod scratch;
 pub mod weights;
 
 use std::path::Path;
