@@ -1,18 +1,99 @@
-//! Kernel microbenchmarks (single thread, plain `std::time`):
-//! matvec 4096×4096 (decode: GB/s of weight bytes) and matmul 1024×4096 × 64 tokens
-//! (prompt processing: GFLOP/s, 2 flops per multiply-add), per type and supported level.
+//! Kernel microbenchmarks (divan, one thread), each kernel at every level this CPU supports, so
+//! the scalar twins and the SIMD levels are measured side by side in one run. Types: `Q4_0`,
+//! `Q8_0`, `Q4_K`, `Q5_K`, `Q6_K`, `F16`, `BF16` in the ggml row layout and `Q4_0x8`, `Q4_Kx8`
+//! in the interleaved layout of `packed.rs`.
 //!
-//! Run: `cargo bench -p moe-edge-kernels --bench kernels [-- TYPE...]`, e.g. `-- Q4_0 Q4_K`.
+//! - `matvec::<TYPE>::<level>`: 4096 × 4096 weights times one activation row (decode).
+//!   Counters: bytes of weights (divan prints GB/s) and flops, 2 per multiply-add, printed as
+//!   `item/s`: read `Gitem/s` as GFLOP/s. One matrix is reused, so it may sit in a large L3.
+//! - `matvec_dram::<TYPE>::<level>`: the same at the active level, cycling through copies of the
+//!   matrix that span 256 MiB, so the weights come from memory as in real decode.
+//! - `matmul::<TYPE>::<level>`: 1024 × 4096 weights times 64 activation rows (prompt
+//!   processing). Counter: flops (`Gitem/s` = GFLOP/s).
+//! - `pack::<TYPE>`: repacking 4096 rows into the interleaved layout (GB/s).
+//! - `attention::{dot_rows, weighted_rows}::<level>`: scores and the weighted sum of values for
+//!   one head of 128 over 4096 cached positions (stride 512 floats: 4 KV heads side by side).
+//!   Counters: bytes of keys or values read, flops.
+//! - `stream_read_128mib::<level>`: the memory-bandwidth probe, at the active level.
+//!
+//! Activations are quantized to the weight type's `vec_dot_type` before timing: only the dot
+//! products are measured. Weights are 16 distinct quantized rows repeated (quantizing 16M values
+//! with the K-quant reference quantizers would dominate the setup).
+//!
+//! Run everything (about 45 s with two levels; each benchmark stops after about 1 s):
+//!
+//!     cargo bench -p moe-edge-kernels --bench kernels
+//!
+//! Filters are divan's: regular expressions over `kernels::group::TYPE::level` (unanchored, so
+//! `Q4_K` also matches `Q4_Kx8`), e.g. one type, one kernel at one level, or one group:
+//!
+//!     cargo bench -p moe-edge-kernels --bench kernels -- Q4_K
+//!     cargo bench -p moe-edge-kernels --bench kernels -- '^kernels::matvec::Q4_0::avx2$'
+//!     cargo bench -p moe-edge-kernels --bench kernels -- attention
+//!
+//! `MOE_EDGE_KERNELS=<level>` changes only the level of `matvec_dram` and `stream_read_128mib`;
+//! the others run every supported level through the `*_at` functions. `--max-time 5
+//! --sample-count 500` give steadier numbers; `cargo test -p moe-edge-kernels --benches` runs
+//! each benchmark once as a smoke test.
 
-use moe_edge_kernels::*;
-use std::hint::black_box;
-use std::time::{Duration, Instant};
+use divan::counter::{BytesCount, ItemsCount};
+use divan::{black_box, Bencher};
+use moe_edge_kernels::{
+    active_level, dot_rows_at, matmul_at, matmul_packed_at, matvec_at, pack_rows,
+    quantize_activation, quantize_row_ref, stream_read, weighted_rows_at, GgmlType, KernelLevel,
+};
 
+fn main() {
+    divan::main();
+}
+
+/// Columns of every weight matrix.
 const COLS: usize = 4096;
+/// Rows of the matrix-vector benchmarks.
 const MV_ROWS: usize = 4096;
+/// Rows of the matrix-matrix benchmarks.
 const MM_ROWS: usize = 1024;
+/// Activation rows of the matrix-matrix benchmarks.
 const TOKENS: usize = 64;
+/// Bytes of weight copies `matvec_dram` cycles through (8× a 32 MiB L3).
+const DRAM_BYTES: usize = 256 << 20;
 
+/// Every level this CPU supports, scalar first.
+fn levels() -> Vec<KernelLevel> {
+    KernelLevel::supported()
+}
+
+/// A weight type and layout (the divan type parameter names it: `Q4_0` is the ggml row layout,
+/// `Q4_0x8` the interleaved one of `packed.rs`).
+trait Weights {
+    const TYPE: GgmlType;
+    const PACKED: bool;
+}
+
+macro_rules! weight_types {
+    ($($name:ident => $ty:ident, $packed:literal);* $(;)?) => {$(
+        #[allow(non_camel_case_types)]
+        struct $name;
+        impl Weights for $name {
+            const TYPE: GgmlType = GgmlType::$ty;
+            const PACKED: bool = $packed;
+        }
+    )*};
+}
+
+weight_types!(
+    Q4_0 => Q4_0, false;
+    Q8_0 => Q8_0, false;
+    Q4_K => Q4_K, false;
+    Q5_K => Q5_K, false;
+    Q6_K => Q6_K, false;
+    F16 => F16, false;
+    BF16 => BF16, false;
+    Q4_0x8 => Q4_0, true;
+    Q4_Kx8 => Q4_K, true;
+);
+
+/// Deterministic roughly normal values (sum of four uniforms, variance 1/3).
 fn normals(seed: u64, n: usize) -> Vec<f32> {
     let mut s = seed;
     (0..n)
@@ -29,144 +110,204 @@ fn normals(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// `rows` weight rows: 16 distinct quantized rows repeated (quantizing 16M values with the
-/// K-quant reference quantizers would dominate the run).
+/// `rows` weight rows of `COLS` elements: 16 distinct quantized rows repeated.
 fn weights(ty: GgmlType, rows: usize) -> Vec<u8> {
+    let rb = ty.row_bytes(COLS).expect("COLS is whole blocks");
     let distinct: Vec<Vec<u8>> = (0..16)
         .map(|i| {
-            let x = normals(i, COLS);
-            let mut q = vec![0u8; ty.row_bytes(COLS).unwrap()];
-            quantize_row_ref(ty, &x, &mut q);
+            let mut q = vec![0u8; rb];
+            quantize_row_ref(ty, &normals(i, COLS), &mut q);
             q
         })
         .collect();
-    (0..rows).flat_map(|r| distinct[r % 16].clone()).collect()
+    let mut w = Vec::with_capacity(rows * rb);
+    for r in 0..rows {
+        w.extend_from_slice(&distinct[r % 16]);
+    }
+    w
 }
 
-/// Seconds per call (best of several timed batches of at least `min` total).
-fn time(min: Duration, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut best = f64::MAX;
-    let start = Instant::now();
-    while start.elapsed() < min {
-        let t = Instant::now();
-        f();
-        best = best.min(t.elapsed().as_secs_f64());
+/// `n` activation rows quantized to `ty.vec_dot_type()`, back to back.
+fn activations(ty: GgmlType, n: usize) -> Vec<u8> {
+    let vdt = ty.vec_dot_type();
+    let ab = vdt.row_bytes(COLS).expect("COLS is whole blocks");
+    let mut acts = vec![0u8; ab * n];
+    for (t, row) in acts.chunks_exact_mut(ab).enumerate() {
+        quantize_activation(vdt, &normals(100 + t as u64, COLS), row);
     }
-    best
+    acts
 }
 
-fn main() {
-    let wanted: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let types = [
-        GgmlType::Q4_0,
-        GgmlType::Q8_0,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-        GgmlType::Q2_K,
-        GgmlType::Q3_K,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::F32,
-    ];
-    println!("levels supported: {:?}", KernelLevel::supported());
-    println!(
-        "{:<6} {:<12} {:>16} {:>16} {:>18}",
-        "type", "level", "matvec GB/s", "matvec GFLOP/s", "matmul64 GFLOP/s"
-    );
-    for ty in types {
-        if !wanted.is_empty() && !wanted.iter().any(|w| w.eq_ignore_ascii_case(ty.name())) {
-            continue;
-        }
-        let w = weights(ty, MV_ROWS);
-        let vdt = ty.vec_dot_type();
-        let ab = vdt.row_bytes(COLS).unwrap();
-        let mut acts = vec![0u8; ab * TOKENS];
-        for t in 0..TOKENS {
-            quantize_activation(
-                vdt,
-                &normals(100 + t as u64, COLS),
-                &mut acts[t * ab..(t + 1) * ab],
-            );
-        }
-        let mm_w = &w[..MM_ROWS * ty.row_bytes(COLS).unwrap()];
-        for level in KernelLevel::supported() {
-            let mut out = vec![0f32; MV_ROWS];
-            let s = time(Duration::from_millis(400), || {
-                matvec_at(level, ty, COLS, black_box(&w), &acts[..ab], &mut out);
-                black_box(&out);
-            });
-            let gbs = w.len() as f64 / s / 1e9;
-            let mv_gflops = 2.0 * (MV_ROWS * COLS) as f64 / s / 1e9;
-            let mut out = vec![0f32; MM_ROWS * TOKENS];
-            let s = time(Duration::from_millis(600), || {
-                matmul_at(level, ty, COLS, black_box(mm_w), &acts, TOKENS, &mut out);
-                black_box(&out);
-            });
-            let mm_gflops = 2.0 * (MM_ROWS * COLS * TOKENS) as f64 / s / 1e9;
-            println!(
-                "{:<6} {:<12} {:>16.2} {:>16.2} {:>18.2}",
-                ty.name(),
-                level.name(),
-                gbs,
-                mv_gflops,
-                mm_gflops
-            );
-            if can_pack(ty, MV_ROWS) {
-                let mut packed = vec![0u8; w.len()];
-                let s = time(Duration::from_millis(300), || {
-                    pack_rows(ty, COLS, black_box(&w), &mut packed);
-                });
-                println!(
-                    "{:<6} packing: {:.2} GB/s",
-                    ty.name(),
-                    w.len() as f64 / s / 1e9
-                );
-                let mut out = vec![0f32; MV_ROWS];
-                let s = time(Duration::from_millis(400), || {
-                    matmul_packed_at(
-                        level,
-                        ty,
-                        COLS,
-                        black_box(&packed),
-                        &acts[..ab],
-                        1,
-                        &mut out,
-                    );
-                    black_box(&out);
-                });
-                let gbs = w.len() as f64 / s / 1e9;
-                let mv_gflops = 2.0 * (MV_ROWS * COLS) as f64 / s / 1e9;
-                let mm_packed = &packed[..mm_w.len()];
-                let mut out = vec![0f32; MM_ROWS * TOKENS];
-                let s = time(Duration::from_millis(600), || {
-                    matmul_packed_at(
-                        level,
-                        ty,
-                        COLS,
-                        black_box(mm_packed),
-                        &acts,
-                        TOKENS,
-                        &mut out,
-                    );
-                    black_box(&out);
-                });
-                let mm_gflops = 2.0 * (MM_ROWS * COLS * TOKENS) as f64 / s / 1e9;
-                println!(
-                    "{:<6} {:<12} {:>16.2} {:>16.2} {:>18.2}",
-                    format!("{}x8", ty.name()),
-                    level.name(),
-                    gbs,
-                    mv_gflops,
-                    mm_gflops
-                );
-            }
-        }
+/// `rows` weight rows of `T` in its layout (repacked for the interleaved types).
+fn weights_of<T: Weights>(rows: usize) -> Vec<u8> {
+    let w = weights(T::TYPE, rows);
+    if !T::PACKED {
+        return w;
     }
+    let mut packed = vec![0u8; w.len()];
+    pack_rows(T::TYPE, COLS, &w, &mut packed);
+    packed
+}
+
+/// `w` (whole rows of `T`) times `n_tokens` activation rows, in `T`'s layout.
+fn multiply<T: Weights>(
+    level: KernelLevel,
+    w: &[u8],
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    if T::PACKED {
+        matmul_packed_at(level, T::TYPE, COLS, w, acts, n_tokens, out);
+    } else if n_tokens == 1 {
+        matvec_at(level, T::TYPE, COLS, w, acts, out);
+    } else {
+        matmul_at(level, T::TYPE, COLS, w, acts, n_tokens, out);
+    }
+}
+
+/// Flops of `rows × COLS` weights times `tokens` activation rows (2 per multiply-add).
+fn flops(rows: usize, tokens: usize) -> ItemsCount {
+    ItemsCount::new(2 * rows * COLS * tokens)
+}
+
+/// Decode: 4096 × 4096 weights times one activation row. Counters: weight bytes (GB/s) and
+/// flops (`item/s`). One matrix (9.4 MB for Q4_0, 32 MiB for F16) is reused every iteration, so
+/// on a CPU with a large L3 it is partly cache-resident: this measures the kernel; `matvec_dram`
+/// measures decode from memory.
+#[divan::bench(
+    types = [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, Q4_0x8, Q4_Kx8],
+    args = levels(),
+    max_time = 1,
+)]
+fn matvec<T: Weights>(bencher: Bencher, level: KernelLevel) {
+    let w = weights_of::<T>(MV_ROWS);
+    let act = activations(T::TYPE, 1);
+    let mut out = vec![0f32; MV_ROWS];
+    bencher
+        .counter(BytesCount::new(w.len()))
+        .counter(flops(MV_ROWS, 1))
+        .bench_local(|| {
+            multiply::<T>(level, black_box(&w), black_box(&act), 1, &mut out);
+            black_box(&mut out);
+        });
+}
+
+/// Decode with the weights streamed from memory, at the active level: the `matvec` of each
+/// iteration uses the next of several copies of the matrix that together span `DRAM_BYTES`,
+/// far beyond any L3. Counters as `matvec`; compare its GB/s with `stream_read`.
+#[divan::bench(
+    types = [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, Q4_0x8, Q4_Kx8],
+    args = [active_level()],
+    max_time = 1,
+)]
+fn matvec_dram<T: Weights>(bencher: Bencher, level: KernelLevel) {
+    let one = weights_of::<T>(MV_ROWS);
+    let copies = DRAM_BYTES.div_ceil(one.len());
+    let w = one.repeat(copies);
+    let act = activations(T::TYPE, 1);
+    let mut out = vec![0f32; MV_ROWS];
+    let mut next = w.chunks_exact(one.len()).cycle();
+    bencher
+        .counter(BytesCount::new(one.len()))
+        .counter(flops(MV_ROWS, 1))
+        .bench_local(|| {
+            let copy = next.next().expect("a cycle of copies never ends");
+            multiply::<T>(level, black_box(copy), black_box(&act), 1, &mut out);
+            black_box(&mut out);
+        });
+}
+
+/// Prompt processing: 1024 × 4096 weights times 64 activation rows. Counter: flops (`item/s`,
+/// read as FLOP/s).
+#[divan::bench(
+    types = [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, Q4_0x8, Q4_Kx8],
+    args = levels(),
+    max_time = 1,
+)]
+fn matmul<T: Weights>(bencher: Bencher, level: KernelLevel) {
+    let w = weights_of::<T>(MM_ROWS);
+    let acts = activations(T::TYPE, TOKENS);
+    let mut out = vec![0f32; MM_ROWS * TOKENS];
+    bencher.counter(flops(MM_ROWS, TOKENS)).bench_local(|| {
+        multiply::<T>(level, black_box(&w), black_box(&acts), TOKENS, &mut out);
+        black_box(&mut out);
+    });
+}
+
+/// Repacking 4096 row-major rows into the interleaved layout (no levels: plain byte shuffles).
+/// Counter: bytes (GB/s).
+#[divan::bench(types = [Q4_0x8, Q4_Kx8], max_time = 1)]
+fn pack<T: Weights>(bencher: Bencher) {
+    let w = weights(T::TYPE, MV_ROWS);
+    let mut packed = vec![0u8; w.len()];
+    bencher.counter(BytesCount::new(w.len())).bench_local(|| {
+        pack_rows(T::TYPE, COLS, black_box(&w), &mut packed);
+        black_box(&mut packed);
+    });
+}
+
+/// Attention over a KV cache of one layer: 4096 cached positions, head size 128, rows
+/// `STRIDE` floats apart (4 KV heads side by side, as in the cache of `forward`).
+mod attention {
+    use super::*;
+
+    const HEAD: usize = 128;
+    const POSITIONS: usize = 4096;
+    const STRIDE: usize = 4 * HEAD;
+
+    fn cache() -> Vec<f32> {
+        normals(7, POSITIONS * STRIDE)
+    }
+
+    /// Scores `q · k_p` for every position. Counters: key bytes read (GB/s), flops (`item/s`).
+    #[divan::bench(args = levels(), max_time = 1)]
+    fn dot_rows(bencher: Bencher, level: KernelLevel) {
+        let keys = cache();
+        let q = normals(8, HEAD);
+        let mut scores = vec![0f32; POSITIONS];
+        bencher
+            .counter(BytesCount::new(POSITIONS * HEAD * 4))
+            .counter(ItemsCount::new(2 * POSITIONS * HEAD))
+            .bench_local(|| {
+                dot_rows_at(
+                    level,
+                    black_box(&q),
+                    black_box(&keys),
+                    STRIDE,
+                    0.088,
+                    &mut scores,
+                );
+                black_box(&mut scores);
+            });
+    }
+
+    /// Weighted sum of every position's value row. Counters: value bytes read (GB/s), flops
+    /// (`item/s`).
+    #[divan::bench(args = levels(), max_time = 1)]
+    fn weighted_rows(bencher: Bencher, level: KernelLevel) {
+        let values = cache();
+        let w: Vec<f32> = normals(9, POSITIONS)
+            .iter()
+            .map(|x| x.abs() / POSITIONS as f32)
+            .collect();
+        let mut out = vec![0f32; HEAD];
+        bencher
+            .counter(BytesCount::new(POSITIONS * HEAD * 4))
+            .counter(ItemsCount::new(2 * POSITIONS * HEAD))
+            .bench_local(|| {
+                weighted_rows_at(level, black_box(&w), black_box(&values), STRIDE, &mut out);
+                black_box(&mut out);
+            });
+    }
+}
+
+/// Memory bandwidth: one pass over 128 MiB at the active level (`MOE_EDGE_KERNELS` lowers it).
+/// Counter: bytes (GB/s).
+#[divan::bench(args = [active_level()], max_time = 1)]
+fn stream_read_128mib(bencher: Bencher, _level: KernelLevel) {
+    let buf: Vec<u8> = (0..128usize << 20).map(|i| ((i * 31) >> 7) as u8).collect();
+    bencher
+        .counter(BytesCount::new(buf.len()))
+        .bench_local(|| stream_read(black_box(&buf)));
 }
