@@ -31,7 +31,7 @@ enum Command {
     Synth(cli::synth::SynthArgs),
     /// Expert utilisation heatmap (terminal, SVG, PNG), entropy, co-activation and reuse distance of a routing trace
     RoutingStats(cli::routing_stats::RoutingStatsArgs),
-    /// Replay a routing trace against expert-cache policies (LRU, LFU, Belady's optimum)
+    /// Replay a routing trace against expert-cache policies (LRU, LFU, reuse, Belady's optimum)
     Simulate(cli::simulate::SimulateArgs),
     /// Caps x budgets x policies: decode speed, hit rate, perplexity and KL divergence, with a plot
     Sweep(cli::sweep::SweepArgs),
@@ -87,6 +87,9 @@ fn keep_freed_memory_for_reuse() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+        // Commands run on a pool worker; one arena keeps their buffers in the main heap
+        // (a thread arena's 64 MiB heaps would be mapped and unmapped as buffers come and go).
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 

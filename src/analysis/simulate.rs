@@ -36,6 +36,13 @@ pub enum Policy {
     /// Longest estimated time to next use: layers until the expert's layer comes round again,
     /// plus a full pass per expected miss of its layer (1/p − 1, p = its recent use rate)
     Reuse,
+    /// Not an online policy but a bound on one: `reuse` told, for free, which experts the
+    /// current token will route to at every later layer (perfect pre-gating). No router
+    /// predictor can do better than this within a token; what remains up to Belady is the
+    /// next tokens' routing
+    #[value(name = "reuse-lookahead")]
+    #[serde(rename = "reuse-lookahead")]
+    ReuseLookahead,
     /// Belady's MIN: the offline optimum
     Belady,
 }
@@ -46,6 +53,7 @@ impl std::fmt::Display for Policy {
             Policy::Lru => "lru",
             Policy::Lfu => "lfu",
             Policy::Reuse => "reuse",
+            Policy::ReuseLookahead => "reuse-lookahead",
             Policy::Belady => "belady",
         })
     }
@@ -159,7 +167,8 @@ pub fn simulate(trace: &RequestTrace, capacity: usize, policy: Policy) -> Result
     }
     let (hits, evictions) = match policy {
         Policy::Lru | Policy::Lfu => replay_online(trace, capacity, policy == Policy::Lfu),
-        Policy::Reuse => replay_reuse(trace, capacity),
+        Policy::Reuse => replay_reuse(trace, capacity, false),
+        Policy::ReuseLookahead => replay_reuse(trace, capacity, true),
         Policy::Belady => replay_belady(trace, capacity),
     };
     let requests = trace.len() as u64;
@@ -227,16 +236,31 @@ fn replay_online(trace: &RequestTrace, capacity: usize, lfu: bool) -> (u64, u64)
     (hits, evictions)
 }
 
-/// The `reuse` policy (`crate::experts::ReuseEstimator`). Returns (hits, evictions).
-fn replay_reuse(trace: &RequestTrace, capacity: usize) -> (u64, u64) {
+/// The `reuse` policy (`crate::experts::ReuseEstimator`); with `lookahead`, also told the
+/// current token's experts at its later layers. Returns (hits, evictions).
+fn replay_reuse(trace: &RequestTrace, capacity: usize, lookahead: bool) -> (u64, u64) {
     use crate::experts::ReuseEstimator;
     let n_layers = trace.names.iter().map(|n| n.0 + 1).max().unwrap_or(1);
     let n_expert = trace.names.iter().map(|n| n.1 + 1).max().unwrap_or(1);
     let mut est = ReuseEstimator::new(n_layers, n_expert, trace.max_group());
     let mut resident: Vec<u32> = Vec::new();
     let (mut hits, mut evictions) = (0u64, 0u64);
-    for g in trace.groups() {
-        let layer = trace.names[trace.keys[g.start] as usize].0;
+    let groups: Vec<std::ops::Range<usize>> = trace.groups().collect();
+    let layer_of = |g: &std::ops::Range<usize>| trace.names[trace.keys[g.start] as usize].0;
+    for (gi, g) in groups.iter().cloned().enumerate() {
+        let layer = layer_of(&g);
+        // The same token's later groups: layers keep rising until the next token starts.
+        let mut ahead: Vec<u32> = Vec::new();
+        if lookahead {
+            let mut last = layer;
+            for next in &groups[gi + 1..] {
+                if layer_of(next) <= last {
+                    break;
+                }
+                last = layer_of(next);
+                ahead.extend_from_slice(&trace.keys[next.clone()]);
+            }
+        }
         let group: Vec<usize> = g
             .clone()
             .map(|i| trace.names[trace.keys[i] as usize].1)
@@ -256,7 +280,17 @@ fn replay_reuse(trace: &RequestTrace, capacity: usize) -> (u64, u64) {
                     .filter(|(_, k)| !in_use.contains(k))
                     .map(|(at, &k)| {
                         let (l, e) = trace.names[k as usize];
-                        (at, est.steps_to_next_use(l, e))
+                        let mut steps = est.steps_to_next_use(l, e);
+                        if lookahead && l > layer {
+                            // Known: used at layer l of this token, or not before the next.
+                            let d = (l - layer) as f32;
+                            steps = if ahead.contains(&k) {
+                                d
+                            } else {
+                                steps.max(d + n_layers as f32)
+                            };
+                        }
+                        (at, steps)
                     })
                     .max_by(|a, b| a.1.total_cmp(&b.1))
                     .expect("capacity ≥ group size leaves a victim");

@@ -37,7 +37,7 @@ pub struct SimulateArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "lru,lfu,belady"
+        default_value = "lru,lfu,reuse,belady"
     )]
     pub policy: Vec<Policy>,
 
@@ -121,13 +121,13 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     );
     let _ = writeln!(
         o,
-        "\n{:>8} {:>6}  {:<7} {:>10} {:>10} {:>9} {:>10}",
+        "\n{:>8} {:>6}  {:<15} {:>10} {:>10} {:>9} {:>10}",
         "capacity", "frac", "policy", "hits", "misses", "hit rate", "vs belady"
     );
     for (r, ratio) in &rows {
         let _ = writeln!(
             o,
-            "{:>8} {:>5.1}%  {:<7} {:>10} {:>10} {:>8.2}% {:>10}",
+            "{:>8} {:>5.1}%  {:<15} {:>10} {:>10} {:>8.2}% {:>10}",
             r.capacity,
             100.0 * r.capacity as f64 / total as f64,
             r.policy.to_string(),
