@@ -95,6 +95,14 @@ fn packed_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
         (KernelLevel::NeonDotprod, GgmlType::Q4_0) => {
             Some(crate::arm::packed_neon::matmul_q4_0x8_dotprod)
         }
+        #[cfg(target_arch = "aarch64")]
+        (KernelLevel::Neon, GgmlType::Q4_K) => {
+            Some(crate::arm::packed_q4k_neon::matmul_q4_kx8_neon)
+        }
+        #[cfg(target_arch = "aarch64")]
+        (KernelLevel::NeonDotprod, GgmlType::Q4_K) => {
+            Some(crate::arm::packed_q4k_neon::matmul_q4_kx8_dotprod)
+        }
         _ => None,
     }
 }

@@ -35,10 +35,17 @@ fn activations(ty: GgmlType, rng: &mut Rng, n_tok: usize, cols: usize) -> Vec<u8
     a
 }
 
-/// Shapes (rows, cols, tokens) valid for `ty`.
+/// Shapes (rows, cols, tokens) valid for `ty`; the token counts reach every token-tile size
+/// (1 to 4) of the kernels that share a weight column between tokens.
 fn shapes(ty: GgmlType) -> Vec<(usize, usize, usize)> {
     let b = ty.block_size();
-    vec![(8, b, 1), (16, 3 * b, 3), (40, 5 * b, 5), (64, 2048, 9)]
+    vec![
+        (8, b, 1),
+        (24, 2 * b, 2),
+        (16, 3 * b, 3),
+        (40, 5 * b, 5),
+        (64, 2048, 9),
+    ]
 }
 
 #[test]

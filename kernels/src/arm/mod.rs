@@ -2,6 +2,7 @@
 
 mod neon;
 pub(crate) mod packed_neon;
+pub(crate) mod packed_q4k_neon;
 
 use crate::dispatch::KernelTable;
 use crate::level::KernelLevel;

@@ -6,24 +6,30 @@
 use std::arch::aarch64::*;
 
 use super::neon::{f16x8_to_f32, Dot16, Sdot};
+use crate::packed::{PackedArgs, PACK_ROWS};
 
 /// acc + byte dot products lane by lane: lane `i` gains `Σ_k a[4i+k]·b[4i+k]`. (The row-major
 /// kernels' `Widen` only keeps the total right; a packed group needs each lane exact.)
-trait LaneDot {
+pub(super) trait LaneDot {
+    /// # Safety
+    /// Needs the CPU features of the implementation (NEON; NEON + dotprod for `Sdot`). `a` holds
+    /// 4-bit weights (`q − 8` ∈ [−8, 7] for Q4_0, `q` ∈ [0, 15] for Q4_K), so two adjacent byte
+    /// products sum to at most 2·15·128 = 3840 in magnitude and fit an i16.
     unsafe fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t;
 }
 
-/// Plain NEON: multiply-long, then pairwise adds that keep each 4-byte group in its lane.
-struct WidenLanes;
+/// Plain NEON: multiply-long, a pairwise add of adjacent products (exact in i16 for 4-bit
+/// weights), then a pairwise add-accumulate that lands each 4-byte group in its own lane.
+pub(super) struct WidenLanes;
 
 impl LaneDot for WidenLanes {
     #[inline(always)]
     unsafe fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
         // SAFETY: NEON is the aarch64 baseline.
         unsafe {
-            let lo = vpaddlq_s16(vmull_s8(vget_low_s8(a), vget_low_s8(b)));
-            let hi = vpaddlq_s16(vmull_high_s8(a, b));
-            vaddq_s32(acc, vpaddq_s32(lo, hi))
+            let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+            let hi = vmull_high_s8(a, b);
+            vpadalq_s16(acc, vpaddq_s16(lo, hi))
         }
     }
 }
@@ -35,7 +41,6 @@ impl LaneDot for Sdot {
         unsafe { <Sdot as Dot16>::dot(acc, a, b) }
     }
 }
-use crate::packed::{PackedArgs, PACK_ROWS};
 
 /// One group (`wg`) times one token (`t`): the 8 row results.
 #[inline(always)]
