@@ -45,7 +45,7 @@ unsafe fn group_tile<const T: usize>(
             for t in 0..T {
                 let tok = t0 + t;
                 let y = args.acts.as_ptr().add(tok * ab + b * 34 + 2);
-                let bc = |o: usize| _mm256_set1_epi32((y.add(o) as *const i32).read_unaligned());
+                let bc = |o: usize| _mm256_broadcastd_epi32(_mm_loadu_si32(y.add(o)));
                 let mut s = _mm256_maddubs_epi16(lo[0], bc(0));
                 s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[0], bc(16)));
                 for c in 1..4 {
@@ -171,7 +171,7 @@ unsafe fn group_tile_q4_k<const T: usize>(
                 for t in 0..T {
                     let y = args.acts.as_ptr().add((t0 + t) * ab + b * 292 + 4 + 64 * j);
                     let bc =
-                        |o: usize| _mm256_set1_epi32((y.add(o) as *const i32).read_unaligned());
+                        |o: usize| _mm256_broadcastd_epi32(_mm_loadu_si32(y.add(o)));
                     let mut s_lo = _mm256_maddubs_epi16(lo[0], bc(0));
                     let mut s_hi = _mm256_maddubs_epi16(hi[0], bc(32));
                     for k in 1..8 {
