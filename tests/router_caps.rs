@@ -1,6 +1,7 @@
 //! Router caps: every selection mode on hand-made probabilities, masks, overrides, cache-aware
 //! swaps, flag parsing, and the default path staying bit-identical.
 
+use moe_edge::rng::XorShift64;
 use std::io::Write;
 
 use clap::Parser;
@@ -18,20 +19,6 @@ fn select(caps: &RouterCaps, probs: &[f32], top_k: usize, resident: &[usize]) ->
     let n = caps.select(0, probs, top_k, &|e| resident.contains(&e), &mut out);
     assert_eq!(n, out.len());
     experts(&out)
-}
-
-/// A small deterministic generator (xorshift), so the test needs no extra crate.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
 }
 
 fn router(n_expert: usize, top_k: usize, renormalize: bool, caps: RouterCaps) -> Router {
@@ -62,7 +49,7 @@ fn reference(r: &Router, logits: &[f32]) -> Vec<Choice> {
 
 #[test]
 fn no_caps_is_bit_identical_to_default_routing() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = XorShift64(0x9e37_79b9_7f4a_7c15);
     let no_flags = RouterArgs::default().to_caps(4, 64, 8).unwrap();
     assert!(no_flags.is_plain());
     let mut checked = 0;
@@ -94,10 +81,10 @@ fn no_caps_is_bit_identical_to_default_routing() {
             ];
             for _ in 0..50 {
                 // Include ties now and then: logits on a coarse grid.
-                let coarse = rng.next().is_multiple_of(4);
+                let coarse = rng.next_u64().is_multiple_of(4);
                 let logits: Vec<f32> = (0..ne)
                     .map(|_| {
-                        let x = rng.f32() * 8.0 - 4.0;
+                        let x = rng.unit() * 8.0 - 4.0;
                         if coarse {
                             x.round()
                         } else {

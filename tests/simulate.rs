@@ -5,6 +5,7 @@ use moe_edge::analysis::replay_order;
 use moe_edge::analysis::simulate::{
     capacities_from_fractions, simulate, Policy, RequestTrace, LFU_AGING_PERIOD,
 };
+use moe_edge::rng::XorShift64;
 use moe_edge::trace::TraceRecord;
 
 /// One-expert groups in layer 0: the classic paging setting.
@@ -127,28 +128,21 @@ fn reference_lfu_no_aging(seq: &[usize], slots: usize) -> u64 {
     reference_lfu_impl(seq, slots, false)
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> usize {
-        (self.next() % n) as usize
-    }
-}
-
 /// A random trace: `tokens` tokens, `layers` layers, top-`k` of `ne` experts with a skew.
-fn random_trace(rng: &mut Rng, tokens: usize, layers: usize, ne: usize, k: usize) -> RequestTrace {
+fn random_trace(
+    rng: &mut XorShift64,
+    tokens: usize,
+    layers: usize,
+    ne: usize,
+    k: usize,
+) -> RequestTrace {
     let mut groups = Vec::new();
     for _ in 0..tokens {
         for l in 0..layers {
             let mut g: Vec<(usize, usize)> = Vec::new();
             while g.len() < k {
                 // Skewed: half the draws from the first quarter of the experts.
-                let e = if rng.next().is_multiple_of(2) {
+                let e = if rng.next_u64().is_multiple_of(2) {
                     rng.below((ne / 4).max(1) as u64)
                 } else {
                     rng.below(ne as u64)
@@ -165,7 +159,7 @@ fn random_trace(rng: &mut Rng, tokens: usize, layers: usize, ne: usize, k: usize
 
 #[test]
 fn belady_is_never_beaten_on_random_traces() {
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut rng = XorShift64(0x2545_f491_4f6c_dd1d);
     let mut cases = 0;
     for round in 0..40 {
         let (layers, ne, k) = [(1, 8, 1), (2, 8, 2), (3, 16, 4), (4, 6, 3)][round % 4];
@@ -202,7 +196,7 @@ fn belady_is_never_beaten_on_random_traces() {
 
 #[test]
 fn lfu_matches_the_slot_reference_on_random_sequences() {
-    let mut rng = Rng(77);
+    let mut rng = XorShift64(77);
     for _ in 0..20 {
         let seq: Vec<usize> = (0..9000).map(|_| rng.below(12)).collect();
         for slots in [1, 3, 6] {
@@ -325,13 +319,10 @@ fn lookahead_bound_sits_between_reuse_and_belady() {
     // of the two layer-1 experts or the other layer-0 one; knowing this token's layer-1 expert
     // keeps the right one.
     let mut groups: Vec<Vec<(usize, usize)>> = Vec::new();
-    let mut s = 0x2545_f491_4f6c_dd1du64;
+    let mut rng = XorShift64(0x2545_f491_4f6c_dd1d);
     for t in 0..400 {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
         groups.push(vec![(0, t % 3)]);
-        groups.push(vec![(1, (s >> 20) as usize & 1)]);
+        groups.push(vec![(1, rng.below(2))]);
     }
     let trace = RequestTrace::from_groups(groups.iter().map(|g| g.as_slice()));
     let reuse = simulate(&trace, 3, Policy::Reuse).unwrap().hits;

@@ -71,13 +71,7 @@ pub fn choose(args: &ModelArgs, top_k: usize, budgeted: bool) -> Result<ModelArg
                 m.forward(&mut st, &[tok()], LogitsWanted::Last, None)?;
             }
             let tps = FIT_TOKENS as f64 / t.elapsed().as_secs_f64();
-            let after = m.store.stats();
-            let req = after.requests - before.requests;
-            let hit_rate = if req == 0 {
-                1.0
-            } else {
-                (after.hits - before.hits) as f64 / req as f64
-            };
+            let hit_rate = m.store.stats().hit_rate_since(&before);
             eprintln!(
                 "fit:   cap {cap:>3} {policy}: {tps:.2} t/s, expert hit rate {:.1} %",
                 hit_rate * 100.0

@@ -228,13 +228,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
                         .logits;
                 }
                 let tps = n_gen as f64 / t.elapsed().as_secs_f64();
-                let after = m.store.stats();
-                let req = after.requests - before.requests;
-                let hit_rate = if req == 0 {
-                    1.0
-                } else {
-                    (after.hits - before.hits) as f64 / req as f64
-                };
+                let hit_rate = m.store.stats().hit_rate_since(&before);
                 let r = measure(
                     &loaded,
                     &tokens,

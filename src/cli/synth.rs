@@ -5,6 +5,7 @@
 //! (SentencePiece-style: control tokens, 256 byte tokens, then `▁tokN` pieces). Random routers
 //! route near-uniformly: the worst case for an expert cache.
 
+use crate::rng::XorShift64;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
@@ -109,28 +110,8 @@ fn shape(p: Preset) -> Shape {
     }
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn fill(&mut self, buf: &mut [u8]) {
-        for c in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            c.copy_from_slice(&v[..c.len()]);
-        }
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
 /// Random blocks of `ty` for `n` elements whose dequantized values have roughly `std` spread.
-fn random_blocks(ty: GgmlType, n: usize, std: f32, rng: &mut Rng, out: &mut Vec<u8>) {
+fn random_blocks(ty: GgmlType, n: usize, std: f32, rng: &mut XorShift64, out: &mut Vec<u8>) {
     let nb = n / ty.block_size();
     out.resize(nb * ty.type_size(), 0);
     rng.fill(out);
@@ -139,7 +120,7 @@ fn random_blocks(ty: GgmlType, n: usize, std: f32, rng: &mut Rng, out: &mut Vec<
         // A random sign per block keeps the weights zero-mean (random quants alone are biased,
         // e.g. Q4_0's q−8 averages −0.5), or every token's hidden state would share one
         // dominant direction and the router would pick the same experts for every token.
-        let sign = if rng.next() & 1 == 0 { 1.0 } else { -1.0 };
+        let sign = if rng.next_u64() & 1 == 0 { 1.0 } else { -1.0 };
         let jitter = sign * (0.75 + 0.5 * rng.unit());
         match ty {
             // d·(q−8), q uniform in 0..16: std ≈ 4.6·d
@@ -300,7 +281,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
         &metadata,
         specs.clone(),
     )?;
-    let mut rng = Rng(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = XorShift64(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut buf = Vec::new();
     let mut done = 0u64;
     let mut last_pct = 0;

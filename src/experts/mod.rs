@@ -49,6 +49,16 @@ impl StoreStats {
             self.hits as f64 / self.requests as f64
         }
     }
+
+    /// The hit rate of the requests made since `before` (a snapshot of the same store).
+    pub fn hit_rate_since(&self, before: &StoreStats) -> f64 {
+        let requests = self.requests - before.requests;
+        if requests == 0 {
+            1.0
+        } else {
+            (self.hits - before.hits) as f64 / requests as f64
+        }
+    }
 }
 
 /// Called by `with_experts_as_ready` with positions in the requested list and their bytes.
