@@ -170,8 +170,7 @@ unsafe fn group_tile_q4_k<const T: usize>(
                 let hi = v.map(|x| _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask));
                 for t in 0..T {
                     let y = args.acts.as_ptr().add((t0 + t) * ab + b * 292 + 4 + 64 * j);
-                    let bc =
-                        |o: usize| _mm256_broadcastd_epi32(_mm_loadu_si32(y.add(o)));
+                    let bc = |o: usize| _mm256_broadcastd_epi32(_mm_loadu_si32(y.add(o)));
                     let mut s_lo = _mm256_maddubs_epi16(lo[0], bc(0));
                     let mut s_hi = _mm256_maddubs_epi16(hi[0], bc(32));
                     for k in 1..8 {
