@@ -82,13 +82,15 @@ fn packed_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
     }
     match (level, ty) {
         #[cfg(target_arch = "x86_64")]
-        (KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni, GgmlType::Q4_0) => {
-            Some(crate::x86::packed_avx2::matmul_q4_0x8)
-        }
+        (KernelLevel::Avx512Vnni, _) if vnni_kernels_verified() => Some(match ty {
+            GgmlType::Q4_K => crate::x86::packed_avx2::vnni::matmul_q4_kx8,
+            _ => crate::x86::packed_avx2::vnni::matmul_q4_0x8,
+        }),
         #[cfg(target_arch = "x86_64")]
-        (KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni, GgmlType::Q4_K) => {
-            Some(crate::x86::packed_avx2::matmul_q4_kx8)
-        }
+        (KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni, _) => Some(match ty {
+            GgmlType::Q4_K => crate::x86::packed_avx2::avx2::matmul_q4_kx8,
+            _ => crate::x86::packed_avx2::avx2::matmul_q4_0x8,
+        }),
         #[cfg(target_arch = "aarch64")]
         (KernelLevel::Neon, GgmlType::Q4_0) => Some(crate::arm::packed_neon::matmul_q4_0x8_neon),
         #[cfg(target_arch = "aarch64")]
@@ -301,6 +303,20 @@ pub fn matmul_packed_at(
         return;
     }
     let f = packed_kernel(level, ty).unwrap_or(scalar_kernel(ty));
+    call_kernel(f, ty, n_cols, w, acts, n_tokens, out);
+}
+
+/// Runs packed kernel `f` (for `ty`, on a CPU that has its features) on checked arguments,
+/// building the Q4_0 activation summaries it needs.
+fn call_kernel(
+    f: PackedMatmulFn,
+    ty: GgmlType,
+    n_cols: usize,
+    w: &[u8],
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
     let mut run = |act_d: &[f32], act_s: &[i32]| {
         let args = PackedArgs {
             n_cols,
@@ -310,9 +326,9 @@ pub fn matmul_packed_at(
             act_s,
             n_tokens,
         };
-        // SAFETY: the kernel is for a level this CPU supports (asserted above); `w` is whole
-        // packed groups of `n_cols` columns, `acts` (and for Q4_0 the summaries) hold
-        // `n_tokens` rows, and `out` has `n_rows * n_tokens` entries (all checked above).
+        // SAFETY: the kernel is for a level this CPU supports; `w` is whole packed groups of
+        // `n_cols` columns, `acts` (and for Q4_0 the summaries) hold `n_tokens` rows, and `out`
+        // has `n_rows * n_tokens` entries (all checked by the callers).
         unsafe { f(&args, out) }
     };
     if ty != GgmlType::Q4_0 {
@@ -330,4 +346,59 @@ pub fn matmul_packed_at(
         }
         run(act_d, act_s)
     });
+}
+
+/// Whether the AVX-512 VNNI packed kernels give the scalar twins' exact bits on this CPU,
+/// checked once on a small known problem of each type (tiles of 1 to 4 tokens). They were
+/// written on a machine without VNNI: the property tests check them wherever the CPU has it,
+/// and this check keeps a CPU that has it from ever running them unverified — on a mismatch
+/// the AVX2 kernels serve instead, with a warning.
+#[cfg(target_arch = "x86_64")]
+fn vnni_kernels_verified() -> bool {
+    static VERIFIED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VERIFIED.get_or_init(|| {
+        if !KernelLevel::Avx512Vnni.is_supported() {
+            return false;
+        }
+        let (cols, rows, tokens) = (512, 16, 5);
+        let value = |i: usize| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * (1.0 + (i % 13) as f32);
+        for (ty, f) in [
+            (
+                GgmlType::Q4_0,
+                crate::x86::packed_avx2::vnni::matmul_q4_0x8 as PackedMatmulFn,
+            ),
+            (GgmlType::Q4_K, crate::x86::packed_avx2::vnni::matmul_q4_kx8),
+        ] {
+            let rb = crate::row_bytes_of(ty, cols);
+            let mut w = vec![0u8; rb * rows];
+            for (r, dst) in w.chunks_exact_mut(rb).enumerate() {
+                let x: Vec<f32> = (0..cols).map(|c| value(r * cols + c)).collect();
+                crate::quantize_row_ref(ty, &x, dst);
+            }
+            let mut packed = vec![0u8; w.len()];
+            pack_rows(ty, cols, &w, &mut packed);
+            let vdt = ty.vec_dot_type();
+            let ab = crate::row_bytes_of(vdt, cols);
+            let mut acts = vec![0u8; ab * tokens];
+            for (t, dst) in acts.chunks_exact_mut(ab).enumerate() {
+                let x: Vec<f32> = (0..cols).map(|c| value(31 + t * cols + 3 * c)).collect();
+                crate::quantize_activation_at(KernelLevel::Scalar, vdt, &x, dst);
+            }
+            for n in 1..=tokens {
+                let a = &acts[..ab * n];
+                let mut want = vec![0f32; rows * n];
+                let mut got = vec![0f32; rows * n];
+                call_kernel(scalar_kernel(ty), ty, cols, &packed, a, n, &mut want);
+                call_kernel(f, ty, cols, &packed, a, n, &mut got);
+                if want.iter().zip(&got).any(|(a, b)| a.to_bits() != b.to_bits()) {
+                    log::warn!(
+                        "the AVX-512 VNNI packed {ty} kernel differs from its scalar twin on this CPU; using the AVX2 kernels"
+                    );
+                    return false;
+                }
+            }
+        }
+        log::debug!("AVX-512 VNNI packed kernels verified against their scalar twins");
+        true
+    })
 }

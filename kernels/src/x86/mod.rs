@@ -1,7 +1,9 @@
 //! x86-64 kernels, one module per instruction set.
 //!
-//! AVX-512 levels currently reuse the AVX2 kernels (no AVX-512 hardware was available to test
-//! dedicated ones); the levels exist so the dispatch and `MOE_EDGE_KERNELS` names are stable.
+//! The AVX-512 VNNI level has its own packed Q4_0 / Q4_K kernels (`packed_avx2::vnni`, with
+//! `vpdpbusd`; used once they pass a start-up check against the scalar twins, see
+//! `crate::packed`); otherwise the AVX-512 levels reuse the AVX2 kernels. No AVX-512 machine was
+//! at hand to write and measure dedicated 512-bit kernels on.
 
 mod avx2;
 pub(crate) mod packed_avx2;

@@ -1,6 +1,13 @@
-//! AVX2 kernels for packed Q4_0 and Q4_K (`Q4_0x8`, `Q4_Kx8`, see `crate::packed`): one 8-row group per
+//! x86 kernels for packed Q4_0 and Q4_K (`Q4_0x8`, `Q4_Kx8`, see `crate::packed`): one 8-row group per
 //! accumulator, row `r` in lane `r`, so no horizontal sums; the nibbles of a block column are
 //! unpacked once and reused by up to four tokens.
+//!
+//! The kernels are written once (`packed_kernels!`) and stamped out per instruction set with its
+//! dot product of 8 chunks (8 rows × 4 bytes each) against broadcast activation quads: AVX2
+//! (`vpmaddubsw`, 16-bit adds, one `vpmaddwd`) and AVX-512 VNNI on 256-bit vectors (`vpdpbusd`,
+//! which does all three in one instruction). Both produce the same exact 32-bit sums — the
+//! 16-bit partial sums of the AVX2 form cannot overflow: 8 chunks × 2 products × 15 × 128 <
+//! 2^15 — so both are bit-identical to the scalar twins.
 
 use std::arch::x86_64::*;
 
@@ -12,214 +19,277 @@ const TOKEN_TILE: usize = 4;
 /// Software prefetch distance in bytes (prefetches are hints: past the end they are dropped).
 const PREFETCH_AHEAD: usize = 1152;
 
-/// One group (`wg`, 8 rows) times tokens `t0..t0 + T`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn group_tile<const T: usize>(
-    args: &PackedArgs<'_>,
-    wg: *const u8,
-    t0: usize,
-    acc_out: &mut [__m256; TOKEN_TILE],
-) {
-    let nb = args.n_cols / 32;
-    let ab = nb * 34;
-    let mask = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); T];
-    for b in 0..nb {
-        // SAFETY: block column b of the group is 144 bytes at wg + 144b (the caller passes a
-        // whole group of nb columns); token t's activation row has nb blocks of 34 bytes and the
-        // summaries nb entries per token (checked by `matmul_packed_at`).
-        unsafe {
-            let p = wg.add(b * 144);
-            // Ask for the column 8 ahead now: a group is one long stream, and decode is bound
-            // by how early its lines arrive.
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD) as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD + 64) as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD + 128) as *const i8);
-            let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-            let v: [__m256i; 4] =
-                std::array::from_fn(|c| _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i));
-            let lo = v.map(|x| _mm256_and_si256(x, mask));
-            let hi = v.map(|x| _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask));
-            for t in 0..T {
-                let tok = t0 + t;
-                let y = args.acts.as_ptr().add(tok * ab + b * 34 + 2);
-                let bc = |o: usize| _mm256_broadcastd_epi32(_mm_loadu_si32(y.add(o)));
-                let mut s = _mm256_maddubs_epi16(lo[0], bc(0));
-                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[0], bc(16)));
-                for c in 1..4 {
-                    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[c], bc(4 * c)));
-                    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[c], bc(16 + 4 * c)));
-                }
-                let zero_point = _mm256_set1_epi32(*args.act_s.get_unchecked(tok * nb + b));
-                let dot = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), zero_point);
-                let d = _mm256_mul_ps(dw, _mm256_set1_ps(*args.act_d.get_unchecked(tok * nb + b)));
-                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[t]);
-            }
-        }
-    }
-    acc_out[..T].copy_from_slice(&acc);
-}
-
 /// A kernel for one group and a tile of tokens (`group_tile::<T>` for T = 1..=4).
 type TileFn = unsafe fn(&PackedArgs<'_>, *const u8, usize, &mut [__m256; TOKEN_TILE]);
 
-/// Every group times every token, `TOKEN_TILE` tokens at a time; `tiles[t - 1]` handles a tile
-/// of `t` tokens, groups are `group_bytes` apart.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn drive(
-    args: &PackedArgs<'_>,
-    out: &mut [f32],
-    group_bytes: usize,
-    tiles: [TileFn; TOKEN_TILE],
-) {
-    let n_groups = args.w.len() / group_bytes;
-    let n_rows = n_groups * PACK_ROWS;
-    let mut acc = [_mm256_setzero_ps(); TOKEN_TILE];
-    for g in 0..n_groups {
-        // SAFETY: group g lies inside `w` (n_groups whole groups).
-        let wg = unsafe { args.w.as_ptr().add(g * group_bytes) };
-        let mut t0 = 0;
-        while t0 < args.n_tokens {
-            let t = TOKEN_TILE.min(args.n_tokens - t0);
-            // SAFETY: tokens t0..t0 + t exist; the tile kernels need this function's features.
-            unsafe { tiles[t - 1](args, wg, t0, &mut acc) };
-            for (i, a) in acc[..t].iter().enumerate() {
-                let at = (t0 + i) * n_rows + g * PACK_ROWS;
-                let dst = &mut out[at..at + PACK_ROWS];
-                // SAFETY: dst has exactly 8 f32.
-                unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), *a) };
-            }
-            t0 += t;
+/// `vpmaddubsw` form: Σ_c w[c] · broadcast(y + off[c]) per 32-bit lane, for unsigned 4-bit
+/// weights and signed 8-bit activations.
+macro_rules! dot8_maddubs {
+    ($w:expr, $y:expr, $off:expr) => {{
+        let (w, y, off): (&[__m256i; 8], *const u8, [usize; 8]) = ($w, $y, $off);
+        let bc = |o: usize| _mm256_broadcastd_epi32(_mm_loadu_si32(y.add(o)));
+        let mut s = _mm256_maddubs_epi16(w[0], bc(off[0]));
+        for c in 1..8 {
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[c], bc(off[c])));
         }
-    }
+        _mm256_madd_epi16(s, _mm256_set1_epi16(1))
+    }};
 }
 
-/// Packed Q4_0 times Q8_0 activations, every group and token.
-///
-/// # Safety
-/// AVX2, FMA and F16C must be present; arguments as checked by `crate::packed::matmul_packed_at`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
-    let tiles: [TileFn; TOKEN_TILE] = [
-        group_tile::<1>,
-        group_tile::<2>,
-        group_tile::<3>,
-        group_tile::<4>,
-    ];
-    // SAFETY: same features; arguments as checked by the caller.
-    unsafe { drive(args, out, args.n_cols / 32 * 144, tiles) }
+/// `vpdpbusd` form of [`dot8_maddubs`] (AVX-512 VNNI with 256-bit vectors).
+macro_rules! dot8_dpbusd {
+    ($w:expr, $y:expr, $off:expr) => {{
+        let (w, y, off): (&[__m256i; 8], *const u8, [usize; 8]) = ($w, $y, $off);
+        let bc = |o: usize| _mm256_broadcastd_epi32(_mm_loadu_si32(y.add(o)));
+        let mut s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w[0], bc(off[0]));
+        for c in 1..8 {
+            s = _mm256_dpbusd_epi32(s, w[c], bc(off[c]));
+        }
+        s
+    }};
 }
 
-/// One Q4_K group (`wg`, 8 rows) times tokens `t0..t0 + T`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn group_tile_q4_k<const T: usize>(
-    args: &PackedArgs<'_>,
-    wg: *const u8,
-    t0: usize,
-    acc_out: &mut [__m256; TOKEN_TILE],
-) {
-    let nb = args.n_cols / 256;
-    let ab = nb * 292;
-    let mask = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let nibble_shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-    let mut acc = [_mm256_setzero_ps(); T];
-    for b in 0..nb {
-        // SAFETY: super-block column b of the group is 1152 bytes at wg + 1152b; token rows
-        // have nb Q8_K blocks of 292 bytes (both checked by `matmul_packed_at`).
-        unsafe {
-            let col = wg.add(b * 1152);
-            let next = col.wrapping_add(1152);
-            _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64) as *const i8);
-            let d = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
-            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(col.add(16) as *const __m128i));
-            // Scales and mins of the 8 sub-blocks, row r in lane r.
-            let mut sc = [_mm256_setzero_si256(); 8];
-            let mut mn = [_mm256_setzero_si256(); 8];
-            for sb in 0..8 {
-                let lo =
-                    _mm256_cvtepu8_epi32(_mm_loadl_epi64(col.add(32 + 8 * sb) as *const __m128i));
-                let word = (col.add(96 + 4 * sb) as *const i32).read_unaligned();
-                let top = _mm256_and_si256(
-                    _mm256_srlv_epi32(_mm256_set1_epi32(word), nibble_shifts),
-                    _mm256_set1_epi32(15),
-                );
-                sc[sb] = _mm256_or_si256(
-                    _mm256_and_si256(lo, _mm256_set1_epi32(15)),
-                    _mm256_slli_epi32::<4>(_mm256_and_si256(top, _mm256_set1_epi32(3))),
-                );
-                mn[sb] = _mm256_or_si256(
-                    _mm256_srli_epi32::<4>(lo),
-                    _mm256_slli_epi32::<4>(_mm256_srli_epi32::<2>(top)),
-                );
-            }
-            let mut isum = [_mm256_setzero_si256(); T];
-            for j in 0..4 {
-                for line in 0..4 {
-                    let at = 128 + 256 * j + 64 * line;
-                    _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(at) as *const i8);
-                }
-                let v: [__m256i; 8] = std::array::from_fn(|k| {
-                    _mm256_loadu_si256(col.add(128 + 256 * j + 32 * k) as *const __m256i)
-                });
-                let lo = v.map(|x| _mm256_and_si256(x, mask));
-                let hi = v.map(|x| _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask));
-                for t in 0..T {
-                    let y = args.acts.as_ptr().add((t0 + t) * ab + b * 292 + 4 + 64 * j);
-                    let bc = |o: usize| _mm256_broadcastd_epi32(_mm_loadu_si32(y.add(o)));
-                    let mut s_lo = _mm256_maddubs_epi16(lo[0], bc(0));
-                    let mut s_hi = _mm256_maddubs_epi16(hi[0], bc(32));
-                    for k in 1..8 {
-                        s_lo = _mm256_add_epi16(s_lo, _mm256_maddubs_epi16(lo[k], bc(4 * k)));
-                        s_hi = _mm256_add_epi16(s_hi, _mm256_maddubs_epi16(hi[k], bc(32 + 4 * k)));
+/// The packed kernels for one instruction set: `$features` for `#[target_feature]` and
+/// `$dot8` for the 8-chunk dot product.
+macro_rules! packed_kernels {
+    ($name:ident, $features:literal, $dot8:ident) => {
+        pub(crate) mod $name {
+            use super::*;
+
+            /// One group (`wg`, 8 rows) times tokens `t0..t0 + T`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn group_tile<const T: usize>(
+                args: &PackedArgs<'_>,
+                wg: *const u8,
+                t0: usize,
+                acc_out: &mut [__m256; TOKEN_TILE],
+            ) {
+                let nb = args.n_cols / 32;
+                let ab = nb * 34;
+                let mask = _mm256_set1_epi8(0x0F);
+                let mut acc = [_mm256_setzero_ps(); T];
+                for b in 0..nb {
+                    // SAFETY: block column b of the group is 144 bytes at wg + 144b (the caller
+                    // passes a whole group of nb columns); token t's activation row has nb
+                    // blocks of 34 bytes and the summaries nb entries per token (checked by
+                    // `matmul_packed_at`).
+                    unsafe {
+                        let p = wg.add(b * 144);
+                        // Ask for the column 8 ahead now: a group is one long stream, and decode
+                        // is bound by how early its lines arrive.
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            p.wrapping_add(PREFETCH_AHEAD + 64) as *const i8
+                        );
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            p.wrapping_add(PREFETCH_AHEAD + 128) as *const i8
+                        );
+                        let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+                        let v: [__m256i; 4] = std::array::from_fn(|c| {
+                            _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i)
+                        });
+                        // Chunk c holds quants 4c..4c+4 (low nibbles) and 16+4c.. (high).
+                        let w: [__m256i; 8] = std::array::from_fn(|i| {
+                            let x = v[i / 2];
+                            if i % 2 == 0 {
+                                _mm256_and_si256(x, mask)
+                            } else {
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask)
+                            }
+                        });
+                        for t in 0..T {
+                            let tok = t0 + t;
+                            let y = args.acts.as_ptr().add(tok * ab + b * 34 + 2);
+                            let dot = $dot8!(&w, y, [0, 16, 4, 20, 8, 24, 12, 28]);
+                            let zero_point =
+                                _mm256_set1_epi32(*args.act_s.get_unchecked(tok * nb + b));
+                            let dot = _mm256_sub_epi32(dot, zero_point);
+                            let d = _mm256_mul_ps(
+                                dw,
+                                _mm256_set1_ps(*args.act_d.get_unchecked(tok * nb + b)),
+                            );
+                            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[t]);
+                        }
                     }
-                    let dot_lo = _mm256_madd_epi16(s_lo, ones);
-                    let dot_hi = _mm256_madd_epi16(s_hi, ones);
-                    isum[t] = _mm256_add_epi32(
-                        isum[t],
-                        _mm256_add_epi32(
-                            _mm256_mullo_epi32(sc[2 * j], dot_lo),
-                            _mm256_mullo_epi32(sc[2 * j + 1], dot_hi),
-                        ),
-                    );
+                }
+                acc_out[..T].copy_from_slice(&acc);
+            }
+
+            /// Every group times every token, `TOKEN_TILE` tokens at a time; `tiles[t - 1]`
+            /// handles a tile of `t` tokens, groups are `group_bytes` apart.
+            #[target_feature(enable = $features)]
+            unsafe fn drive(
+                args: &PackedArgs<'_>,
+                out: &mut [f32],
+                group_bytes: usize,
+                tiles: [TileFn; TOKEN_TILE],
+            ) {
+                let n_groups = args.w.len() / group_bytes;
+                let n_rows = n_groups * PACK_ROWS;
+                let mut acc = [_mm256_setzero_ps(); TOKEN_TILE];
+                for g in 0..n_groups {
+                    // SAFETY: group g lies inside `w` (n_groups whole groups).
+                    let wg = unsafe { args.w.as_ptr().add(g * group_bytes) };
+                    let mut t0 = 0;
+                    while t0 < args.n_tokens {
+                        let t = TOKEN_TILE.min(args.n_tokens - t0);
+                        // SAFETY: tokens t0..t0 + t exist; the tile kernels need this
+                        // function's features.
+                        unsafe { tiles[t - 1](args, wg, t0, &mut acc) };
+                        for (i, a) in acc[..t].iter().enumerate() {
+                            let at = (t0 + i) * n_rows + g * PACK_ROWS;
+                            let dst = &mut out[at..at + PACK_ROWS];
+                            // SAFETY: dst has exactly 8 f32.
+                            unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), *a) };
+                        }
+                        t0 += t;
+                    }
                 }
             }
-            for t in 0..T {
-                let a = args.acts.as_ptr().add((t0 + t) * ab + b * 292);
-                let d_a = (a as *const f32).read_unaligned();
-                let mut msum = _mm256_setzero_si256();
-                for sb in 0..8 {
-                    let p = a.add(260 + 4 * sb) as *const i16;
-                    let bs = p.read_unaligned() as i32 + p.add(1).read_unaligned() as i32;
-                    msum =
-                        _mm256_add_epi32(msum, _mm256_mullo_epi32(mn[sb], _mm256_set1_epi32(bs)));
+
+            /// Packed Q4_0 times Q8_0 activations, every group and token.
+            ///
+            /// # Safety
+            /// The CPU must have this module's features; arguments as checked by
+            /// `crate::packed::matmul_packed_at`.
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
+                let tiles: [TileFn; TOKEN_TILE] = [
+                    group_tile::<1>,
+                    group_tile::<2>,
+                    group_tile::<3>,
+                    group_tile::<4>,
+                ];
+                // SAFETY: same features; arguments as checked by the caller.
+                unsafe { drive(args, out, args.n_cols / 32 * 144, tiles) }
+            }
+
+            /// One Q4_K group (`wg`, 8 rows) times tokens `t0..t0 + T`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn group_tile_q4_k<const T: usize>(
+                args: &PackedArgs<'_>,
+                wg: *const u8,
+                t0: usize,
+                acc_out: &mut [__m256; TOKEN_TILE],
+            ) {
+                let nb = args.n_cols / 256;
+                let ab = nb * 292;
+                let mask = _mm256_set1_epi8(0x0F);
+                let nibble_shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+                let mut acc = [_mm256_setzero_ps(); T];
+                for b in 0..nb {
+                    // SAFETY: super-block column b of the group is 1152 bytes at wg + 1152b;
+                    // token rows have nb Q8_K blocks of 292 bytes (both checked by
+                    // `matmul_packed_at`).
+                    unsafe {
+                        let col = wg.add(b * 1152);
+                        let next = col.wrapping_add(1152);
+                        _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64) as *const i8);
+                        let d = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
+                        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(col.add(16) as *const __m128i));
+                        // Scales and mins of the 8 sub-blocks, row r in lane r.
+                        let mut sc = [_mm256_setzero_si256(); 8];
+                        let mut mn = [_mm256_setzero_si256(); 8];
+                        for sb in 0..8 {
+                            let lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                                col.add(32 + 8 * sb) as *const __m128i
+                            ));
+                            let word = (col.add(96 + 4 * sb) as *const i32).read_unaligned();
+                            let top = _mm256_and_si256(
+                                _mm256_srlv_epi32(_mm256_set1_epi32(word), nibble_shifts),
+                                _mm256_set1_epi32(15),
+                            );
+                            sc[sb] = _mm256_or_si256(
+                                _mm256_and_si256(lo, _mm256_set1_epi32(15)),
+                                _mm256_slli_epi32::<4>(_mm256_and_si256(
+                                    top,
+                                    _mm256_set1_epi32(3),
+                                )),
+                            );
+                            mn[sb] = _mm256_or_si256(
+                                _mm256_srli_epi32::<4>(lo),
+                                _mm256_slli_epi32::<4>(_mm256_srli_epi32::<2>(top)),
+                            );
+                        }
+                        let mut isum = [_mm256_setzero_si256(); T];
+                        for j in 0..4 {
+                            for line in 0..4 {
+                                let at = 128 + 256 * j + 64 * line;
+                                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(at) as *const i8);
+                            }
+                            let v: [__m256i; 8] = std::array::from_fn(|k| {
+                                _mm256_loadu_si256(col.add(128 + 256 * j + 32 * k) as *const __m256i)
+                            });
+                            let lo = v.map(|x| _mm256_and_si256(x, mask));
+                            let hi = v.map(|x| _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask));
+                            for t in 0..T {
+                                let y = args.acts.as_ptr().add((t0 + t) * ab + b * 292 + 4 + 64 * j);
+                                let dot_lo = $dot8!(&lo, y, [0, 4, 8, 12, 16, 20, 24, 28]);
+                                let dot_hi = $dot8!(&hi, y, [32, 36, 40, 44, 48, 52, 56, 60]);
+                                isum[t] = _mm256_add_epi32(
+                                    isum[t],
+                                    _mm256_add_epi32(
+                                        _mm256_mullo_epi32(sc[2 * j], dot_lo),
+                                        _mm256_mullo_epi32(sc[2 * j + 1], dot_hi),
+                                    ),
+                                );
+                            }
+                        }
+                        for t in 0..T {
+                            let a = args.acts.as_ptr().add((t0 + t) * ab + b * 292);
+                            let d_a = (a as *const f32).read_unaligned();
+                            let mut msum = _mm256_setzero_si256();
+                            for sb in 0..8 {
+                                let p = a.add(260 + 4 * sb) as *const i16;
+                                let bs = p.read_unaligned() as i32 + p.add(1).read_unaligned() as i32;
+                                msum = _mm256_add_epi32(
+                                    msum,
+                                    _mm256_mullo_epi32(mn[sb], _mm256_set1_epi32(bs)),
+                                );
+                            }
+                            let da = _mm256_set1_ps(d_a);
+                            acc[t] = _mm256_fmadd_ps(
+                                _mm256_mul_ps(d, da),
+                                _mm256_cvtepi32_ps(isum[t]),
+                                acc[t],
+                            );
+                            acc[t] = _mm256_fnmadd_ps(
+                                _mm256_mul_ps(dmin, da),
+                                _mm256_cvtepi32_ps(msum),
+                                acc[t],
+                            );
+                        }
+                    }
                 }
-                let da = _mm256_set1_ps(d_a);
-                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(isum[t]), acc[t]);
-                acc[t] =
-                    _mm256_fnmadd_ps(_mm256_mul_ps(dmin, da), _mm256_cvtepi32_ps(msum), acc[t]);
+                acc_out[..T].copy_from_slice(&acc);
+            }
+
+            /// Packed Q4_K times Q8_K activations, every group and token.
+            ///
+            /// # Safety
+            /// The CPU must have this module's features; arguments as checked by
+            /// `crate::packed::matmul_packed_at`.
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn matmul_q4_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
+                let tiles: [TileFn; TOKEN_TILE] = [
+                    group_tile_q4_k::<1>,
+                    group_tile_q4_k::<2>,
+                    group_tile_q4_k::<3>,
+                    group_tile_q4_k::<4>,
+                ];
+                // SAFETY: same features; arguments as checked by the caller.
+                unsafe { drive(args, out, args.n_cols / 256 * 1152, tiles) }
             }
         }
-    }
-    acc_out[..T].copy_from_slice(&acc);
+    };
 }
 
-/// Packed Q4_K times Q8_K activations, every group and token.
-///
-/// # Safety
-/// AVX2, FMA and F16C must be present; arguments as checked by `crate::packed::matmul_packed_at`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn matmul_q4_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
-    let tiles: [TileFn; TOKEN_TILE] = [
-        group_tile_q4_k::<1>,
-        group_tile_q4_k::<2>,
-        group_tile_q4_k::<3>,
-        group_tile_q4_k::<4>,
-    ];
-    // SAFETY: same features; arguments as checked by the caller.
-    unsafe { drive(args, out, args.n_cols / 256 * 1152, tiles) }
-}
+packed_kernels!(avx2, "avx2,fma,f16c", dot8_maddubs);
+packed_kernels!(
+    vnni,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    dot8_dpbusd
+);
