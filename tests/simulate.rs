@@ -314,20 +314,40 @@ fn reuse_beats_lru_on_layer_cycles() {
 /// it never beats Belady.
 #[test]
 fn lookahead_bound_sits_between_reuse_and_belady() {
-    // Two layers, top-1, capacity 3: layer 0 cycles through 3 experts (always a miss), layer 1
-    // picks expert 0 or 1 by a fixed pseudo-random bit. At each layer-0 miss the victim is one
-    // of the two layer-1 experts or the other layer-0 one; knowing this token's layer-1 expert
-    // keeps the right one.
+    // Four layers, top-2 of 8, random routing (nothing for the estimates to learn), capacity
+    // one token's worth (8): most misses evict an expert of a later layer, and knowing which of
+    // them this token needs keeps the right ones.
     let mut groups: Vec<Vec<(usize, usize)>> = Vec::new();
     let mut rng = XorShift64(0x2545_f491_4f6c_dd1d);
-    for t in 0..400 {
-        groups.push(vec![(0, t % 3)]);
-        groups.push(vec![(1, rng.below(2))]);
+    for _ in 0..400 {
+        for l in 0..4 {
+            let a = rng.below(8);
+            let b = (a + 1 + rng.below(7)) % 8;
+            groups.push(vec![(l, a), (l, b)]);
+        }
     }
     let trace = RequestTrace::from_groups(groups.iter().map(|g| g.as_slice()));
-    let reuse = simulate(&trace, 3, Policy::Reuse).unwrap().hits;
-    let ahead = simulate(&trace, 3, Policy::ReuseLookahead).unwrap().hits;
-    let best = simulate(&trace, 3, Policy::Belady).unwrap().hits;
+    let reuse = simulate(&trace, 8, Policy::Reuse).unwrap().hits;
+    let ahead = simulate(&trace, 8, Policy::ReuseLookahead).unwrap().hits;
+    let best = simulate(&trace, 8, Policy::Belady).unwrap().hits;
     assert!(ahead > reuse, "lookahead {ahead} should beat reuse {reuse}");
     assert!(ahead <= best, "lookahead {ahead} cannot beat Belady {best}");
+}
+
+/// The `reuse` estimate learns which experts follow which: on a layer that alternates between
+/// experts 0 and 1 (top-1 of 4), after a while the expert due next looks closer than the one
+/// just used, although both have the same routing rate.
+#[test]
+fn reuse_estimate_learns_expert_transitions() {
+    use moe_edge::experts::ReuseEstimator;
+    let mut est = ReuseEstimator::new(1, 4, 1);
+    for t in 0..200 {
+        est.visit(0, &[t % 2]);
+    }
+    // The last visit (t = 199) routed to expert 1; expert 0 comes next.
+    let next = est.steps_to_next_use(0, 0);
+    let just_used = est.steps_to_next_use(0, 1);
+    let never = est.steps_to_next_use(0, 2);
+    assert!(next < just_used, "next {next} vs just used {just_used}");
+    assert!(just_used < never, "just used {just_used} vs never {never}");
 }
