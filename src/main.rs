@@ -87,9 +87,6 @@ fn keep_freed_memory_for_reuse() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-        // Commands run on a pool worker; one arena keeps their buffers in the main heap
-        // (a thread arena's 64 MiB heaps would be mapped and unmapped as buffers come and go).
-        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 

@@ -33,10 +33,12 @@ pub struct State {
     pub n_ctx: usize,
     /// Number of positions already in the cache.
     pub n_past: usize,
-    /// `[layer][pos][kv_dim]`.
-    k_cache: Vec<Vec<f32>>,
-    /// `[layer][pos][v_dim]`.
-    v_cache: Vec<Vec<f32>>,
+    /// `[layer][pos][kv_dim]`, one allocation (a large one is mapped by the allocator and
+    /// handed back whole when the state is dropped, so states made one after another never
+    /// hold two caches' worth of heap).
+    k_cache: Vec<f32>,
+    /// `[layer][pos][v_dim]`, likewise.
+    v_cache: Vec<f32>,
     scratch: Scratch,
 }
 
@@ -45,12 +47,8 @@ impl State {
         State {
             n_ctx,
             n_past: 0,
-            k_cache: (0..cfg.n_layer)
-                .map(|_| vec![0f32; n_ctx * cfg.kv_dim()])
-                .collect(),
-            v_cache: (0..cfg.n_layer)
-                .map(|_| vec![0f32; n_ctx * cfg.v_dim()])
-                .collect(),
+            k_cache: vec![0f32; cfg.n_layer * n_ctx * cfg.kv_dim()],
+            v_cache: vec![0f32; cfg.n_layer * n_ctx * cfg.v_dim()],
             scratch: Scratch::default(),
         }
     }
@@ -72,11 +70,7 @@ impl State {
 
     /// Bytes the KV cache holds.
     pub fn kv_bytes(&self) -> u64 {
-        self.k_cache
-            .iter()
-            .chain(&self.v_cache)
-            .map(|c| c.len() as u64 * 4)
-            .sum()
+        (self.k_cache.len() + self.v_cache.len()) as u64 * 4
     }
 }
 
@@ -367,14 +361,16 @@ impl Model {
                 rope(h, p0 + t, cfg.rope_dims, cfg.rope_base, neox);
             }
         }
-        state.k_cache[il][p0 * kd..(p0 + n) * kd].copy_from_slice(k);
-        state.v_cache[il][p0 * vd..(p0 + n) * vd].copy_from_slice(v);
+        let n_ctx = state.n_ctx;
+        let k_layer = &mut state.k_cache[il * n_ctx * kd..(il + 1) * n_ctx * kd];
+        k_layer[p0 * kd..(p0 + n) * kd].copy_from_slice(k);
+        let v_layer = &mut state.v_cache[il * n_ctx * vd..(il + 1) * n_ctx * vd];
+        v_layer[p0 * vd..(p0 + n) * vd].copy_from_slice(v);
 
-        let kc = &state.k_cache[il];
-        let vc = &state.v_cache[il];
+        let kc = &state.k_cache[il * n_ctx * kd..(il + 1) * n_ctx * kd];
+        let vc = &state.v_cache[il * n_ctx * vd..(il + 1) * n_ctx * vd];
         let group = cfg.n_head / cfg.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
-        let n_ctx = state.n_ctx;
         let heads = zeroed(heads, n * cfg.n_head * hdv);
         heads.par_chunks_mut(hdv).enumerate().for_each(|(i, o)| {
             let (t, h) = (i / cfg.n_head, i % cfg.n_head);
