@@ -1,6 +1,7 @@
 //! The decode step allocates nothing once its buffers are sized: the forward pass (attention,
 //! router, experts, shared experts), the rayon fork-joins inside it and the sampler, for the
-//! bundled model and the packed (repacked Q4_0 / Q4_K) and shared-expert fixtures.
+//! bundled model and the packed (repacked Q4_0 / Q4_K) and shared-expert fixtures, and the
+//! expert cache with every expert resident, with and without speculative prefetch.
 //!
 //! A counting global allocator sees every allocation of every thread, so this file holds a
 //! single test: nothing else runs while it counts.
@@ -169,5 +170,19 @@ fn decode_steps_allocate_nothing() {
     assert_eq!(
         n, 0,
         "cached store: 8 decode steps made {n} allocations (expected none)"
+    );
+
+    // With --prefetch: the next layer's experts are predicted (all resident here, so no read is
+    // queued) and the predictions scored, still without allocating.
+    model.prefetcher.enabled = true;
+    let (n, _) = pool.install(|| measure(&model, 8));
+    assert_eq!(store.stats().misses, misses_before, "every step should hit");
+    assert!(
+        model.prefetcher.accuracy().is_some(),
+        "predictions should have been scored"
+    );
+    assert_eq!(
+        n, 0,
+        "cached store with prefetch: 8 decode steps made {n} allocations (expected none)"
     );
 }

@@ -31,7 +31,7 @@ mod x86;
 pub use level::{active_level, choose_level, KernelLevel, LevelChoice, UnknownLevel};
 pub use packed::{
     can_pack, matmul_packed, matmul_packed_at, pack_rows, pack_rows_in_place, packing_pays,
-    unpack_rows, PACK_ROWS,
+    reserve_thread_scratch, unpack_rows, PACK_ROWS,
 };
 pub use types::GgmlType;
 pub use vector::{

@@ -257,6 +257,18 @@ thread_local! {
     static SUMMARY: RefCell<(Vec<f32>, Vec<i32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
+/// Sizes this thread's activation summaries for products of up to `n_blocks` activation blocks
+/// (tokens × columns / 32), so later calls of that size allocate nothing. Run it on every worker
+/// (`rayon::broadcast`) before a loop that must not allocate.
+pub fn reserve_thread_scratch(n_blocks: usize) {
+    SUMMARY.with(|s| {
+        let mut s = s.borrow_mut();
+        let (d, sums) = &mut *s;
+        d.reserve(n_blocks.saturating_sub(d.len()));
+        sums.reserve(n_blocks.saturating_sub(sums.len()));
+    });
+}
+
 /// Packed weights times `n_tokens` activation rows (quantized to `ty.vec_dot_type()`):
 /// `out[t * n_rows + r]`, like [`crate::matmul`] on the unpacked rows. Single-threaded; split
 /// rows over threads at group boundaries (multiples of [`PACK_ROWS`] rows).

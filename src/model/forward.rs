@@ -10,7 +10,7 @@ use super::config::{Config, QkNorm, RopeStyle};
 use super::linalg::{
     linear, linear_many, quantize_rows, rms_norm, rms_norm_inplace, rope, sigmoid, silu, LinearJob,
 };
-use super::scratch::{zeroed, AttnScratch, Scratch};
+use super::scratch::{zeroed, AttnScratch, PredictScratch, Scratch};
 use super::weights::{DenseFfn, Ffn, LayerWeights, Matrix};
 use super::Model;
 use crate::router::Choice;
@@ -40,6 +40,8 @@ pub struct State {
     /// `[layer][pos][v_dim]`, likewise.
     v_cache: Vec<f32>,
     scratch: Scratch,
+    /// The pool's threads have their per-thread buffers sized for this state's context.
+    threads_ready: bool,
 }
 
 impl State {
@@ -50,6 +52,7 @@ impl State {
             k_cache: vec![0f32; cfg.n_layer * n_ctx * cfg.kv_dim()],
             v_cache: vec![0f32; cfg.n_layer * n_ctx * cfg.v_dim()],
             scratch: Scratch::default(),
+            threads_ready: false,
         }
     }
 
@@ -148,12 +151,46 @@ impl Model {
                 );
             }
         }
+        if !state.threads_ready {
+            // Once per state: every pool thread sizes its attention scores and activation
+            // summaries now, so a thread that first picks up such work mid-generation does not
+            // allocate then.
+            let (n_ctx, blocks) = (state.n_ctx, self.widest_input().div_ceil(32));
+            rayon::broadcast(|_| {
+                SCORES.with(|s| {
+                    let mut s = s.borrow_mut();
+                    let len = s.len();
+                    s.reserve(n_ctx.saturating_sub(len));
+                });
+                moe_edge_kernels::reserve_thread_scratch(blocks);
+            });
+            state.threads_ready = true;
+        }
         // The buffers leave `state` for the call (the attention needs `state` too) and go back
         // whatever the outcome.
         let mut s = std::mem::take(&mut state.scratch);
         let result = self.forward_layers(state, &mut s, tokens, wanted, observer);
         state.scratch = s;
         result
+    }
+
+    /// The widest input of any matrix (activation columns of one token).
+    fn widest_input(&self) -> usize {
+        let mut w = self.cfg.n_embd.max(self.cfg.n_head * self.cfg.head_dim_v);
+        for l in &self.weights.layers {
+            match &l.ffn {
+                Ffn::Dense(d) => w = w.max(d.down.cols),
+                Ffn::Moe {
+                    experts, shared, ..
+                } => {
+                    w = w.max(experts.down.cols);
+                    if let Some(sh) = shared {
+                        w = w.max(sh.ffn.down.cols);
+                    }
+                }
+            }
+        }
+        w
     }
 
     fn forward_layers(
@@ -201,7 +238,7 @@ impl Model {
                     shared,
                 } => {
                     if self.prefetcher.enabled {
-                        self.predict_next_layer(il, &s.x, n);
+                        self.predict_next_layer(il, &s.x, n, &mut s.predict);
                     }
                     self.moe_ffn(
                         il,
@@ -407,7 +444,7 @@ impl Model {
     /// Speculative prefetch: apply layer `il + 1`'s router to the residual stream as it enters
     /// layer `il`'s FFN, and ask the store to load the predicted experts in the background
     /// while layer `il` computes.
-    fn predict_next_layer(&self, il: usize, x: &[f32], n: usize) {
+    fn predict_next_layer(&self, il: usize, x: &[f32], n: usize, p: &mut PredictScratch) {
         let Some(next) = self.weights.layers.get(il + 1) else {
             return;
         };
@@ -415,35 +452,36 @@ impl Model {
             return;
         };
         let (e, ne) = (self.cfg.n_embd, self.cfg.n_expert);
-        let mut xn = vec![0f32; n * e];
+        let xn = zeroed(&mut p.xn, n * e);
         for (src, dst) in x.chunks_exact(e).zip(xn.chunks_exact_mut(e)) {
             rms_norm(src, &next.ffn_norm, self.cfg.rms_eps, dst);
         }
-        let mut logits = vec![0f32; n * ne];
-        let mut qbuf = Vec::new();
-        apply_linear(router, &xn, n, &mut qbuf, &mut logits);
-        let mut probs = vec![0f32; ne];
-        let mut choices = Vec::new();
-        let mut per_token = Vec::with_capacity(n);
-        let mut union: Vec<usize> = Vec::new();
+        let logits = zeroed(&mut p.logits, n * ne);
+        apply_linear(router, &p.xn, n, &mut p.qbuf, logits);
+        let probs = zeroed(&mut p.probs, ne);
+        p.experts.clear();
+        p.starts.clear();
+        p.starts.push(0);
+        p.union.clear();
         for t in 0..n {
             self.router.route(
                 il + 1,
                 &logits[t * ne..(t + 1) * ne],
-                &mut probs,
+                probs,
                 &|_| true,
-                &mut choices,
+                &mut p.choices,
             );
-            let ids: Vec<usize> = choices.iter().map(|c| c.expert).collect();
-            for &i in &ids {
-                if !union.contains(&i) {
-                    union.push(i);
+            for c in &p.choices {
+                p.experts.push(c.expert);
+                if !p.union.contains(&c.expert) {
+                    p.union.push(c.expert);
                 }
             }
-            per_token.push(ids);
+            p.starts.push(p.experts.len());
         }
-        self.store.prefetch(il + 1, &union);
-        self.prefetcher.set_prediction(il + 1, per_token);
+        self.store.prefetch(il + 1, &p.union);
+        self.prefetcher
+            .set_prediction(il + 1, &p.experts, &p.starts);
     }
 }
 

@@ -42,11 +42,6 @@ impl Model {
         m.route_start.push(0);
         let store = &self.store;
         let resident = |x: usize| store.is_resident(il, x);
-        let predicted = if self.prefetcher.enabled {
-            self.prefetcher.take_prediction(il)
-        } else {
-            None
-        };
         for t in 0..n {
             self.router.route_at(
                 il,
@@ -56,14 +51,17 @@ impl Model {
                 &resident,
                 &mut m.choices,
             );
-            if let Some(p) = &predicted {
-                self.prefetcher.score(&p[t], &m.choices);
+            if self.prefetcher.enabled {
+                self.prefetcher.score(il, t, &m.choices);
             }
             if let Some(obs) = observer.as_deref_mut() {
                 obs.observe(il, pos0 + t, &m.choices);
             }
             m.routes.extend_from_slice(&m.choices);
             m.route_start.push(m.routes.len());
+        }
+        if self.prefetcher.enabled {
+            self.prefetcher.consume(il);
         }
         let MoeScratch {
             routes,

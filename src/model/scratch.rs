@@ -14,6 +14,7 @@ pub(super) struct Scratch {
     pub qbuf: Vec<u8>,
     pub attn: AttnScratch,
     pub moe: MoeScratch,
+    pub predict: PredictScratch,
     /// A layer's FFN output.
     pub ffn_out: Vec<f32>,
     /// Shared expert (or dense FFN) gate, up and output.
@@ -66,6 +67,21 @@ pub(super) struct MoeScratch {
     pub down: Vec<Vec<f32>>,
     /// Weighted expert outputs per (token, slot), summed in slot order at the end.
     pub slot_out: Vec<f32>,
+}
+
+/// Speculative prefetch: the next layer's router applied to the current residual stream.
+#[derive(Default)]
+pub(super) struct PredictScratch {
+    pub xn: Vec<f32>,
+    pub qbuf: Vec<u8>,
+    pub logits: Vec<f32>,
+    pub probs: Vec<f32>,
+    pub choices: Vec<Choice>,
+    /// Predicted experts token by token, and where each token's start.
+    pub experts: Vec<usize>,
+    pub starts: Vec<usize>,
+    /// The distinct predicted experts (what to load).
+    pub union: Vec<usize>,
 }
 
 /// `v` as `n` zeros, keeping its allocation when it is large enough.
