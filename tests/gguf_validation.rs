@@ -3,6 +3,7 @@
 
 use moe_edge::gguf::writer::{encode_header, TensorSpec};
 use moe_edge::gguf::{parse_header, HeaderError, Value};
+use moe_edge::rng::XorShift64;
 use moe_edge_kernels::GgmlType;
 
 fn meta() -> Vec<(String, Value)> {
@@ -218,13 +219,8 @@ fn bad_alignment_is_refused() {
 #[test]
 fn random_corruptions_never_panic() {
     let f = valid_file();
-    let mut x = 0x1234_5678_9abc_def1u64;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = XorShift64(0x1234_5678_9abc_def1);
+    let mut next = || rng.next_u64();
     for _ in 0..3000 {
         let mut g = f.clone();
         for _ in 0..1 + next() % 4 {

@@ -2,6 +2,7 @@
 //! repetitions, excluding load, tokenization and sampling), with the memory-bandwidth roofline
 //! for generation: bytes of weights touched per token ÷ a read bandwidth measured here.
 
+use crate::rng::XorShift64;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -102,13 +103,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let reps = args.reps.max(1);
     let vocab = model.cfg.n_vocab as u32;
     // Deterministic pseudo-random tokens, as llama-bench uses random tokens.
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next_token = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x % vocab as u64) as u32
-    };
+    let mut rng = XorShift64(0x9E37_79B9_7F4A_7C15);
+    let mut next_token = move || rng.below(vocab as u64) as u32;
     let mut pp = Vec::new();
     let mut tg = Vec::new();
     // Warm-up: one short run touches the weights (and fills an expert cache).

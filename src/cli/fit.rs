@@ -6,6 +6,7 @@
 //! the largest cap (best quality) that reaches T, else the fastest setting; without a target, the
 //! largest cap within 10 % of the fastest setting's speed. It prints every measurement and why.
 
+use crate::rng::XorShift64;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -52,13 +53,8 @@ pub fn choose(args: &ModelArgs, top_k: usize, budgeted: bool) -> Result<ModelArg
             let loaded = a.load()?;
             let m = &loaded.model;
             let mut st = m.new_state(FIT_TOKENS + 8);
-            let mut x = 0x2545_F491_4F6C_DD1Du64;
-            let mut tok = || {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % m.cfg.n_vocab as u64) as u32
-            };
+            let mut rng = XorShift64(0x2545_F491_4F6C_DD1D);
+            let mut tok = || rng.below(m.cfg.n_vocab as u64) as u32;
             m.forward(
                 &mut st,
                 &[tok(), tok(), tok(), tok()],
