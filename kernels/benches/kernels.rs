@@ -10,6 +10,9 @@
 //!   matrix that span 256 MiB, so the weights come from memory as in real decode.
 //! - `matmul::<TYPE>::<level>`: 1024 × 4096 weights times 64 activation rows (prompt
 //!   processing). Counter: flops (`Gitem/s` = GFLOP/s).
+//! - `matmul_expert::<TYPE>::<level>`: 4096 × 4096 weights times 16 activation rows, cycling
+//!   through copies as `matvec_dram` does: one MoE expert's share of a prompt, weights from
+//!   memory. Counter: flops.
 //! - `pack::<TYPE>`: repacking 4096 rows into the interleaved layout (GB/s).
 //! - `attention::{dot_rows, weighted_rows}::<level>`: scores and the weighted sum of values for
 //!   one head of 128 over 4096 cached positions (stride 512 floats: 4 KV heads side by side).
@@ -31,7 +34,8 @@
 //!     cargo bench -p moe-edge-kernels --bench kernels -- '^kernels::matvec::Q4_0::avx2$'
 //!     cargo bench -p moe-edge-kernels --bench kernels -- attention
 //!
-//! `MOE_EDGE_KERNELS=<level>` changes only the level of `matvec_dram` and `stream_read_128mib`;
+//! `MOE_EDGE_KERNELS=<level>` changes only the level of `matvec_dram`, `matmul_expert` and
+//! `stream_read_128mib`;
 //! the others run every supported level through the `*_at` functions. `--max-time 5
 //! --sample-count 500` give steadier numbers; `cargo test -p moe-edge-kernels --benches` runs
 //! each benchmark once as a smoke test.
@@ -55,6 +59,8 @@ const MV_ROWS: usize = 4096;
 const MM_ROWS: usize = 1024;
 /// Activation rows of the matrix-matrix benchmarks.
 const TOKENS: usize = 64;
+/// Tokens per expert in `matmul_expert`.
+const EXPERT_TOKENS: usize = 16;
 /// Bytes of weight copies `matvec_dram` cycles through (8× a 32 MiB L3).
 const DRAM_BYTES: usize = 256 << 20;
 
@@ -233,6 +239,36 @@ fn matmul<T: Weights>(bencher: Bencher, level: KernelLevel) {
         multiply::<T>(level, black_box(&w), black_box(&acts), TOKENS, &mut out);
         black_box(&mut out);
     });
+}
+
+/// Prompt processing as an MoE expert sees it: 4096 × 4096 weights times 16 activation rows
+/// (an OLMoE-shaped pp128 routes 128 × 8 tokens over 64 experts), the weights streamed from
+/// memory as in `matvec_dram`, at the active level. Counter: flops.
+#[divan::bench(
+    types = [Q4_0, Q4_K, Q4_0x8, Q4_Kx8],
+    args = [active_level()],
+    max_time = 1,
+)]
+fn matmul_expert<T: Weights>(bencher: Bencher, level: KernelLevel) {
+    let one = weights_of::<T>(MV_ROWS);
+    let copies = DRAM_BYTES.div_ceil(one.len());
+    let w = one.repeat(copies);
+    let acts = activations(T::TYPE, EXPERT_TOKENS);
+    let mut out = vec![0f32; MV_ROWS * EXPERT_TOKENS];
+    let mut next = w.chunks_exact(one.len()).cycle();
+    bencher
+        .counter(flops(MV_ROWS, EXPERT_TOKENS))
+        .bench_local(|| {
+            let copy = next.next().expect("a cycle of copies never ends");
+            multiply::<T>(
+                level,
+                black_box(copy),
+                black_box(&acts),
+                EXPERT_TOKENS,
+                &mut out,
+            );
+            black_box(&mut out);
+        });
 }
 
 /// Repacking 4096 row-major rows into the interleaved layout (no levels: plain byte shuffles).

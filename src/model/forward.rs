@@ -8,9 +8,10 @@ use rayon::prelude::*;
 
 use super::config::{Config, QkNorm, RopeStyle};
 use super::linalg::{
-    linear, linear_many, quantize_rows, rms_norm, rms_norm_inplace, rope, sigmoid, silu, LinearJob,
+    linear, linear_many, per_row, quantize_rows, rms_norm, rms_norm_inplace, rope, sigmoid, silu,
+    LinearJob,
 };
-use super::scratch::{zeroed, AttnScratch, PredictScratch, Scratch};
+use super::scratch::{sized, zeroed, AttnScratch, PredictScratch, Scratch};
 use super::weights::{DenseFfn, Ffn, LayerWeights, Matrix};
 use super::Model;
 use crate::router::Choice;
@@ -213,16 +214,21 @@ impl Model {
         }
         zeroed(&mut s.xn, n * e);
         for (il, layer) in self.weights.layers.iter().enumerate() {
-            for (src, dst) in s.x.chunks_exact(e).zip(s.xn.chunks_exact_mut(e)) {
-                rms_norm(src, &layer.attn_norm, cfg.rms_eps, dst);
-            }
+            let x = &s.x;
+            per_row(&mut s.xn, e, |t, dst| {
+                rms_norm(&x[t * e..(t + 1) * e], &layer.attn_norm, cfg.rms_eps, dst)
+            });
             self.attention(il, layer, state, &s.xn, &mut s.qbuf, &mut s.attn, n);
-            for (v, a) in s.x.iter_mut().zip(&s.attn.out) {
-                *v += a;
-            }
-            for (src, dst) in s.x.chunks_exact(e).zip(s.xn.chunks_exact_mut(e)) {
-                rms_norm(src, &layer.ffn_norm, cfg.rms_eps, dst);
-            }
+            let attn = &s.attn.out;
+            per_row(&mut s.x, e, |t, row| {
+                for (v, a) in row.iter_mut().zip(&attn[t * e..(t + 1) * e]) {
+                    *v += a;
+                }
+            });
+            let x = &s.x;
+            per_row(&mut s.xn, e, |t, dst| {
+                rms_norm(&x[t * e..(t + 1) * e], &layer.ffn_norm, cfg.rms_eps, dst)
+            });
             match &layer.ffn {
                 Ffn::Dense(d) => dense_ffn(
                     d,
@@ -274,9 +280,12 @@ impl Model {
                     }
                 }
             }
-            for (v, f) in s.x.iter_mut().zip(&s.ffn_out) {
-                *v += f;
-            }
+            let ffn_out = &s.ffn_out;
+            per_row(&mut s.x, e, |t, row| {
+                for (v, f) in row.iter_mut().zip(&ffn_out[t * e..(t + 1) * e]) {
+                    *v += f;
+                }
+            });
         }
         state.n_past += n;
 
@@ -327,7 +336,7 @@ impl Model {
             heads,
             out,
         } = a;
-        let (q, k, v) = (zeroed(q, n * qd), zeroed(k, n * kd), zeroed(v, n * vd));
+        let (q, k, v) = (sized(q, n * qd), sized(k, n * kd), sized(v, n * vd));
         // q, k and v in one parallel region; k and v usually share q's activation type, and
         // then its quantized activations.
         let vdt = layer.wq.ty.vec_dot_type();
@@ -390,13 +399,12 @@ impl Model {
         }
         let neox = cfg.arch.rope_style() == RopeStyle::Neox;
         let p0 = state.n_past;
-        for t in 0..n {
-            for h in q[t * qd..(t + 1) * qd].chunks_exact_mut(hd) {
-                rope(h, p0 + t, cfg.rope_dims, cfg.rope_base, neox);
-            }
-            for h in k[t * kd..(t + 1) * kd].chunks_exact_mut(hd) {
-                rope(h, p0 + t, cfg.rope_dims, cfg.rope_base, neox);
-            }
+        for (rows, width) in [(&mut *q, qd), (&mut *k, kd)] {
+            per_row(rows, width, |t, row| {
+                for h in row.chunks_exact_mut(hd) {
+                    rope(h, p0 + t, cfg.rope_dims, cfg.rope_base, neox);
+                }
+            });
         }
         let n_ctx = state.n_ctx;
         let k_layer = &mut state.k_cache[il * n_ctx * kd..(il + 1) * n_ctx * kd];

@@ -13,8 +13,33 @@ pub fn quantize_rows(ty: GgmlType, x: &[f32], n_rows: usize, out: &mut Vec<u8>) 
         .row_bytes(cols)
         .expect("activation width is a multiple of the block size");
     out.resize(rb * n_rows, 0);
-    for (src, dst) in x.chunks_exact(cols).zip(out.chunks_exact_mut(rb)) {
-        moe_edge_kernels::quantize_activation(vt, src, dst);
+    if n_rows > 1 {
+        x.par_chunks_exact(cols)
+            .zip(out.par_chunks_exact_mut(rb))
+            .for_each(|(src, dst)| moe_edge_kernels::quantize_activation(vt, src, dst));
+    } else {
+        for (src, dst) in x.chunks_exact(cols).zip(out.chunks_exact_mut(rb)) {
+            moe_edge_kernels::quantize_activation(vt, src, dst);
+        }
+    }
+}
+
+/// Runs `f(t, row)` on each `width`-wide row of `rows`: over the pool for a batch of tokens, in
+/// this thread for one (a fork-join costs more than one token's elementwise work, and decode
+/// must not allocate).
+pub fn per_row<T, F>(rows: &mut [T], width: usize, f: F)
+where
+    T: Send,
+    F: Fn(usize, &mut [T]) + Sync + Send,
+{
+    if rows.len() > width {
+        rows.par_chunks_mut(width)
+            .enumerate()
+            .for_each(|(t, row)| f(t, row));
+    } else {
+        for (t, row) in rows.chunks_mut(width).enumerate() {
+            f(t, row);
+        }
     }
 }
 
@@ -102,18 +127,63 @@ pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
         }
         return;
     }
-    // One token: each task writes its rows of the output directly. Several tokens: outputs
-    // are token-major, so a row slice is strided; tasks write `[t][r]` parts to a scratch
-    // buffer, copied into place afterwards.
-    let single = jobs.iter().all(|j| j.n_tok == 1);
-    let mut scratch = if single {
-        Vec::new()
-    } else {
-        vec![0f32; jobs.iter().map(|j| j.out.len()).sum()]
-    };
+    if jobs.iter().all(|j| j.n_tok == 1) {
+        return run_tasks(jobs, task_bytes, None);
+    }
+    BATCH_OUT.with(|cell| {
+        // A product started while this thread waits inside another one (work stealing) gets
+        // a buffer of its own.
+        let mut own = Vec::new();
+        let mut held = cell.try_borrow_mut();
+        let scratch = match held.as_deref_mut() {
+            Ok(buf) => buf,
+            Err(_) => &mut own,
+        };
+        // Every entry is written by a task before it is copied out: no clearing.
+        scratch.resize(jobs.iter().map(|j| j.out.len()).sum(), 0.0);
+        run_tasks(jobs, task_bytes, Some(scratch));
+        // Back into the token-major outputs, job by job over the pool.
+        let mut starts: SmallVec<[usize; 64]> = SmallVec::new();
+        let mut at = 0;
+        for j in jobs.iter() {
+            starts.push(at);
+            at += j.out.len();
+        }
+        let scratch = &scratch[..];
+        jobs.par_iter_mut()
+            .zip(starts.par_iter())
+            .for_each(|(j, &start)| {
+                let c = rows_per_task(&j.w, task_bytes);
+                let (rows, n_tok) = (j.w.rows, j.n_tok);
+                let (mut r0, mut at) = (0, start);
+                while r0 < rows {
+                    let n = c.min(rows - r0);
+                    for t in 0..n_tok {
+                        let src = &scratch[at + t * n..at + (t + 1) * n];
+                        j.out[t * rows + r0..t * rows + r0 + n].copy_from_slice(src);
+                    }
+                    at += n * n_tok;
+                    r0 += n;
+                }
+            });
+    });
+}
+
+thread_local! {
+    /// Task outputs of a batch product before they are copied into place (grown, never
+    /// cleared).
+    static BATCH_OUT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Cuts every job into tasks of whole packed groups and runs them over the pool. One token per
+/// job (`scratch` is `None`): each task writes its rows of the output directly. Several
+/// tokens: outputs are token-major, so a row slice is strided; tasks write `[t][r]` parts to
+/// `scratch`, job after job.
+fn run_tasks(jobs: &mut [LinearJob<'_>], task_bytes: usize, scratch: Option<&mut [f32]>) {
+    let single = scratch.is_none();
     {
         let mut tasks: SmallVec<[Task<'_>; 64]> = SmallVec::new();
-        let mut rest: &mut [f32] = &mut scratch;
+        let mut rest: &mut [f32] = scratch.unwrap_or_default();
         for j in jobs.iter_mut() {
             let c = rows_per_task(&j.w, task_bytes);
             let mut dst: &mut [f32] = if single {
@@ -142,24 +212,6 @@ pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
         tasks.par_iter_mut().for_each(|t| {
             rows_times_tokens(&t.w, t.r0, t.n_rows, t.xq, t.n_tok, t.out);
         });
-    }
-    if single {
-        return;
-    }
-    let mut at = 0;
-    for j in jobs.iter_mut() {
-        let c = rows_per_task(&j.w, task_bytes);
-        let (rows, n_tok) = (j.w.rows, j.n_tok);
-        let mut r0 = 0;
-        while r0 < rows {
-            let n = c.min(rows - r0);
-            for t in 0..n_tok {
-                let src = &scratch[at + t * n..at + (t + 1) * n];
-                j.out[t * rows + r0..t * rows + r0 + n].copy_from_slice(src);
-            }
-            at += n * n_tok;
-            r0 += n;
-        }
     }
 }
 

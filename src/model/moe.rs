@@ -2,11 +2,12 @@
 //! routed expert's weights are read once, and run the experts as the store makes them ready.
 
 use anyhow::Result;
+use rayon::prelude::*;
 use smallvec::SmallVec;
 
 use super::forward::{apply_linear, RouteObserver};
-use super::linalg::{linear_many, quantize_rows, silu, LinearJob};
-use super::scratch::{at_least, zeroed, MoeScratch};
+use super::linalg::{linear_many, per_row, quantize_rows, silu, LinearJob};
+use super::scratch::{at_least, sized, zeroed, MoeScratch};
 use super::weights::{ExpertLayout, Matrix};
 use super::Model;
 use crate::experts::ExpertBytes;
@@ -69,7 +70,8 @@ impl Model {
             by_expert,
             used,
             group,
-            xs,
+            xq_tokens,
+            xq_tokens_up,
             xq_gate,
             xq_up,
             xq_down,
@@ -91,11 +93,26 @@ impl Model {
         used.clear();
         used.extend((0..ne).filter(|&x| !by_expert[x].is_empty()));
 
-        // Per (token, slot) outputs, summed in slot order afterwards like llama.cpp.
-        let slot_out = zeroed(slot_out, n * max_slots * e);
+        // Per (token, slot) outputs, summed in slot order afterwards like llama.cpp. Every
+        // (token, slot) that is read is written first: no clearing.
+        let slot_out = sized(slot_out, n * max_slots * e);
         let ff = layout.gate.rows;
         let same_act = layout.up.ty.vec_dot_type() == layout.gate.ty.vec_dot_type();
         let by_expert = &*by_expert;
+        // Each token's row is quantized once, whichever experts it goes to.
+        let gate_act = layout.gate.ty.vec_dot_type();
+        let act_bytes = gate_act.row_bytes(e).expect("validated width");
+        quantize_rows(layout.gate.ty, xn, n, xq_tokens);
+        let up_bytes = layout
+            .up
+            .ty
+            .vec_dot_type()
+            .row_bytes(e)
+            .expect("validated width");
+        if !same_act {
+            quantize_rows(layout.up.ty, xn, n, xq_tokens_up);
+        }
+        let (xq_tokens, xq_tokens_up) = (&*xq_tokens, &*xq_tokens_up);
         for chunk in used.chunks(self.store.max_batch().max(1)) {
             // Resident experts are computed while the missing ones load; the results land in
             // per-(token, slot) rows summed in slot order below, so the order does not matter.
@@ -113,16 +130,20 @@ impl Model {
                         at_least(v, k);
                     }
                     let m_of = |j: usize| by_expert[group[j]].len();
-                    // Activations of each expert's tokens, quantized for gate and up.
+                    // Each expert's tokens' quantized activations, gathered.
                     for j in 0..k {
                         let toks = &by_expert[group[j]];
-                        xs.clear();
+                        xq_gate[j].clear();
                         for &(t, _) in toks {
-                            xs.extend_from_slice(&xn[t * e..(t + 1) * e]);
+                            let row = &xq_tokens[t * act_bytes..(t + 1) * act_bytes];
+                            xq_gate[j].extend_from_slice(row);
                         }
-                        quantize_rows(layout.gate.ty, xs, toks.len(), &mut xq_gate[j]);
                         if !same_act {
-                            quantize_rows(layout.up.ty, xs, toks.len(), &mut xq_up[j]);
+                            xq_up[j].clear();
+                            for &(t, _) in toks {
+                                let row = &xq_tokens_up[t * up_bytes..(t + 1) * up_bytes];
+                                xq_up[j].extend_from_slice(row);
+                            }
                         }
                     }
                     // Gate and up of every expert in the group: one parallel region.
@@ -133,22 +154,37 @@ impl Model {
                             w: layout.gate.view(experts[j].gate),
                             xq: &xq_gate[j],
                             n_tok: m_of(j),
-                            out: zeroed(gj, m_of(j) * ff),
+                            out: sized(gj, m_of(j) * ff),
                         });
                         jobs.push(LinearJob {
                             w: layout.up.view(experts[j].up),
                             xq: xu,
                             n_tok: m_of(j),
-                            out: zeroed(uj, m_of(j) * ff),
+                            out: sized(uj, m_of(j) * ff),
                         });
                     }
                     linear_many(&mut jobs);
                     drop(jobs);
-                    for j in 0..k {
-                        for (a, b) in gate[j].iter_mut().zip(&up[j]) {
+                    // silu(gate) · up, quantized for down: expert by expert, over the pool
+                    // for a batch.
+                    let down_input = |j: usize, g: &mut Vec<f32>, u: &Vec<f32>, q: &mut Vec<u8>| {
+                        for (a, b) in g.iter_mut().zip(u) {
                             *a = silu(*a) * b;
                         }
-                        quantize_rows(layout.down.ty, &gate[j], m_of(j), &mut xq_down[j]);
+                        quantize_rows(layout.down.ty, g, m_of(j), q);
+                    };
+                    if n > 1 {
+                        gate[..k]
+                            .par_iter_mut()
+                            .zip(&up[..k])
+                            .zip(&mut xq_down[..k])
+                            .enumerate()
+                            .for_each(|(j, ((g, u), q))| down_input(j, g, u, q));
+                    } else {
+                        let members = gate[..k].iter_mut().zip(&up[..k]).zip(&mut xq_down[..k]);
+                        for (j, ((g, u), q)) in members.enumerate() {
+                            down_input(j, g, u, q);
+                        }
                     }
                     let mut jobs = Jobs::new();
                     for (j, dj) in down.iter_mut().take(k).enumerate() {
@@ -156,7 +192,7 @@ impl Model {
                             w: layout.down.view(experts[j].down),
                             xq: &xq_down[j],
                             n_tok: m_of(j),
-                            out: zeroed(dj, m_of(j) * e),
+                            out: sized(dj, m_of(j) * e),
                         });
                     }
                     linear_many(&mut jobs);
@@ -177,16 +213,15 @@ impl Model {
                 },
             )?;
         }
-        let out = zeroed(out, n * e);
-        for t in 0..n {
-            let o = &mut out[t * e..(t + 1) * e];
+        let slot_out = &*slot_out;
+        per_row(zeroed(out, n * e), e, |t, o| {
             for slot in 0..route(t).len() {
                 let at = (t * max_slots + slot) * e;
                 for (a, &b) in o.iter_mut().zip(&slot_out[at..at + e]) {
                     *a += b;
                 }
             }
-        }
+        });
         Ok(())
     }
 }

@@ -56,8 +56,10 @@ pub(super) struct MoeScratch {
     pub used: Vec<usize>,
     /// The experts of the current ready group.
     pub group: Vec<usize>,
-    /// One expert's token rows gathered.
-    pub xs: Vec<f32>,
+    /// Every token's row quantized once for the gate (and, if its activation type differs,
+    /// the up) projection; each expert's rows are gathered from these.
+    pub xq_tokens: Vec<u8>,
+    pub xq_tokens_up: Vec<u8>,
     /// Per group member: quantized activations and products.
     pub xq_gate: Vec<Vec<u8>>,
     pub xq_up: Vec<Vec<u8>>,
@@ -87,6 +89,13 @@ pub(super) struct PredictScratch {
 /// `v` as `n` zeros, keeping its allocation when it is large enough.
 pub(super) fn zeroed<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
     v.clear();
+    v.resize(n, T::default());
+    v
+}
+
+/// `v` resized to `n` entries without clearing what it held: for outputs that are written in
+/// full before they are read (only growth is zero-filled, once).
+pub(super) fn sized<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
     v.resize(n, T::default());
     v
 }
