@@ -13,7 +13,7 @@ pub fn quantize_rows(ty: GgmlType, x: &[f32], n_rows: usize, out: &mut Vec<u8>) 
         .row_bytes(cols)
         .expect("activation width is a multiple of the block size");
     out.resize(rb * n_rows, 0);
-    if n_rows > 1 {
+    if n_rows > 1 && x.len() >= PARALLEL_MIN {
         x.par_chunks_exact(cols)
             .zip(out.par_chunks_exact_mut(rb))
             .for_each(|(src, dst)| moe_edge_kernels::quantize_activation(vt, src, dst));
@@ -24,15 +24,18 @@ pub fn quantize_rows(ty: GgmlType, x: &[f32], n_rows: usize, out: &mut Vec<u8>) 
     }
 }
 
+/// Elements of elementwise work below which it stays in the calling thread: a fork-join costs
+/// more than a token's worth (decode never forks for it, and so never allocates for it).
+const PARALLEL_MIN: usize = 1 << 16;
+
 /// Runs `f(t, row)` on each `width`-wide row of `rows`: over the pool for a batch of tokens, in
-/// this thread for one (a fork-join costs more than one token's elementwise work, and decode
-/// must not allocate).
+/// this thread for less than [`PARALLEL_MIN`] elements.
 pub fn per_row<T, F>(rows: &mut [T], width: usize, f: F)
 where
     T: Send,
     F: Fn(usize, &mut [T]) + Sync + Send,
 {
-    if rows.len() > width {
+    if rows.len() > width && rows.len() >= PARALLEL_MIN {
         rows.par_chunks_mut(width)
             .enumerate()
             .for_each(|(t, row)| f(t, row));

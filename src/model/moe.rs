@@ -2,7 +2,6 @@
 //! routed expert's weights are read once, and run the experts as the store makes them ready.
 
 use anyhow::Result;
-use rayon::prelude::*;
 use smallvec::SmallVec;
 
 use super::forward::{apply_linear, RouteObserver};
@@ -70,6 +69,7 @@ impl Model {
             by_expert,
             used,
             group,
+            starts,
             xq_tokens,
             xq_tokens_up,
             xq_gate,
@@ -123,90 +123,89 @@ impl Model {
                     group.clear();
                     group.extend(ready.iter().map(|&i| chunk[i]));
                     let k = group.len();
-                    for v in [&mut *xq_gate, &mut *xq_up, &mut *xq_down] {
-                        at_least(v, k);
+                    // The group's (token, slot) pairs, expert after expert: expert j's are
+                    // pairs starts[j]..starts[j + 1]. Every buffer below is one flat array of
+                    // pairs, so its size is the same layer after layer (no regrowth).
+                    starts.clear();
+                    starts.push(0);
+                    for &ex in group.iter() {
+                        starts.push(starts[starts.len() - 1] + by_expert[ex].len());
                     }
-                    for v in [&mut *gate, &mut *up, &mut *down] {
-                        at_least(v, k);
-                    }
-                    let m_of = |j: usize| by_expert[group[j]].len();
+                    let pairs = starts[k];
+                    let m_of = |j: usize| starts[j + 1] - starts[j];
                     // Each expert's tokens' quantized activations, gathered.
-                    for j in 0..k {
-                        let toks = &by_expert[group[j]];
-                        xq_gate[j].clear();
-                        for &(t, _) in toks {
-                            let row = &xq_tokens[t * act_bytes..(t + 1) * act_bytes];
-                            xq_gate[j].extend_from_slice(row);
+                    let gather = |from: &[u8], width: usize, to: &mut Vec<u8>| {
+                        let to = sized(to, pairs * width);
+                        let tokens = group.iter().flat_map(|&ex| by_expert[ex].iter());
+                        for (dst, &(t, _)) in to.chunks_exact_mut(width).zip(tokens) {
+                            dst.copy_from_slice(&from[t * width..(t + 1) * width]);
                         }
-                        if !same_act {
-                            xq_up[j].clear();
-                            for &(t, _) in toks {
-                                let row = &xq_tokens_up[t * up_bytes..(t + 1) * up_bytes];
-                                xq_up[j].extend_from_slice(row);
-                            }
-                        }
+                    };
+                    gather(xq_tokens, act_bytes, xq_gate);
+                    if !same_act {
+                        gather(xq_tokens_up, up_bytes, xq_up);
                     }
+                    let (xg, xu, xu_bytes) = if same_act {
+                        (&xq_gate[..], &xq_gate[..], act_bytes)
+                    } else {
+                        (&xq_gate[..], &xq_up[..], up_bytes)
+                    };
                     // Gate and up of every expert in the group: one parallel region.
                     let mut jobs = Jobs::new();
-                    for (j, (gj, uj)) in gate.iter_mut().zip(up.iter_mut()).take(k).enumerate() {
-                        let xu = if same_act { &xq_gate[j] } else { &xq_up[j] };
+                    let mut g_rest = sized(gate, pairs * ff);
+                    let mut u_rest = sized(up, pairs * ff);
+                    for j in 0..k {
+                        let m = m_of(j);
+                        let (g, tail) = std::mem::take(&mut g_rest).split_at_mut(m * ff);
+                        g_rest = tail;
+                        let (u, tail) = std::mem::take(&mut u_rest).split_at_mut(m * ff);
+                        u_rest = tail;
+                        let (a, b) = (starts[j], starts[j + 1]);
                         jobs.push(LinearJob {
                             w: layout.gate.view(experts[j].gate),
-                            xq: &xq_gate[j],
-                            n_tok: m_of(j),
-                            out: sized(gj, m_of(j) * ff),
+                            xq: &xg[a * act_bytes..b * act_bytes],
+                            n_tok: m,
+                            out: g,
                         });
                         jobs.push(LinearJob {
                             w: layout.up.view(experts[j].up),
-                            xq: xu,
-                            n_tok: m_of(j),
-                            out: sized(uj, m_of(j) * ff),
+                            xq: &xu[a * xu_bytes..b * xu_bytes],
+                            n_tok: m,
+                            out: u,
                         });
                     }
                     linear_many(&mut jobs);
                     drop(jobs);
-                    // silu(gate) · up, quantized for down: expert by expert, over the pool
-                    // for a batch.
-                    let down_input = |j: usize, g: &mut Vec<f32>, u: &Vec<f32>, q: &mut Vec<u8>| {
-                        for (a, b) in g.iter_mut().zip(u) {
+                    // silu(gate) · up, quantized for down.
+                    let up_all = &up[..pairs * ff];
+                    per_row(&mut gate[..pairs * ff], ff, |p, row| {
+                        for (a, b) in row.iter_mut().zip(&up_all[p * ff..(p + 1) * ff]) {
                             *a = silu(*a) * b;
                         }
-                        quantize_rows(layout.down.ty, g, m_of(j), q);
-                    };
-                    if n > 1 {
-                        gate[..k]
-                            .par_iter_mut()
-                            .zip(&up[..k])
-                            .zip(&mut xq_down[..k])
-                            .enumerate()
-                            .for_each(|(j, ((g, u), q))| down_input(j, g, u, q));
-                    } else {
-                        let members = gate[..k].iter_mut().zip(&up[..k]).zip(&mut xq_down[..k]);
-                        for (j, ((g, u), q)) in members.enumerate() {
-                            down_input(j, g, u, q);
-                        }
-                    }
+                    });
+                    quantize_rows(layout.down.ty, &gate[..pairs * ff], pairs, xq_down);
+                    let down_bytes = xq_down.len() / pairs.max(1);
                     let mut jobs = Jobs::new();
-                    for (j, dj) in down.iter_mut().take(k).enumerate() {
+                    let mut d_rest = sized(down, pairs * e);
+                    for j in 0..k {
+                        let m = m_of(j);
+                        let (d, tail) = std::mem::take(&mut d_rest).split_at_mut(m * e);
+                        d_rest = tail;
                         jobs.push(LinearJob {
                             w: layout.down.view(experts[j].down),
-                            xq: &xq_down[j],
-                            n_tok: m_of(j),
-                            out: sized(dj, m_of(j) * e),
+                            xq: &xq_down[starts[j] * down_bytes..starts[j + 1] * down_bytes],
+                            n_tok: m,
+                            out: d,
                         });
                     }
                     linear_many(&mut jobs);
                     drop(jobs);
-                    for (j, &ex) in group.iter().enumerate() {
-                        for (i, &(t, slot)) in by_expert[ex].iter().enumerate() {
-                            let w = route(t)[slot].weight;
-                            let at = (t * max_slots + slot) * e;
-                            for (o, &v) in slot_out[at..at + e]
-                                .iter_mut()
-                                .zip(&down[j][i * e..(i + 1) * e])
-                            {
-                                *o = v * w;
-                            }
+                    let tokens = group.iter().flat_map(|&ex| by_expert[ex].iter());
+                    for (row, &(t, slot)) in down.chunks_exact(e).zip(tokens) {
+                        let w = route(t)[slot].weight;
+                        let at = (t * max_slots + slot) * e;
+                        for (o, &v) in slot_out[at..at + e].iter_mut().zip(row) {
+                            *o = v * w;
                         }
                     }
                     Ok(())

@@ -60,13 +60,16 @@ pub(super) struct MoeScratch {
     /// the up) projection; each expert's rows are gathered from these.
     pub xq_tokens: Vec<u8>,
     pub xq_tokens_up: Vec<u8>,
-    /// Per group member: quantized activations and products.
-    pub xq_gate: Vec<Vec<u8>>,
-    pub xq_up: Vec<Vec<u8>>,
-    pub xq_down: Vec<Vec<u8>>,
-    pub gate: Vec<Vec<f32>>,
-    pub up: Vec<Vec<f32>>,
-    pub down: Vec<Vec<f32>>,
+    /// Where each group member's (token, slot) pairs start in the flat buffers below.
+    pub starts: Vec<usize>,
+    /// Per (token, slot) pair of the group, member after member: gathered quantized
+    /// activations, and the products.
+    pub xq_gate: Vec<u8>,
+    pub xq_up: Vec<u8>,
+    pub xq_down: Vec<u8>,
+    pub gate: Vec<f32>,
+    pub up: Vec<f32>,
+    pub down: Vec<f32>,
     /// Weighted expert outputs per (token, slot), summed in slot order at the end.
     pub slot_out: Vec<f32>,
 }
