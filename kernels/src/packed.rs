@@ -349,15 +349,31 @@ fn call_kernel(
     SUMMARY.with(|s| {
         let mut s = s.borrow_mut();
         let (act_d, act_s) = &mut *s;
-        act_d.clear();
-        act_s.clear();
-        for blk in acts.chunks_exact(34) {
-            act_d.push(F16Bits([blk[0], blk[1]]).to_f32());
-            let sum: i32 = blk[2..].iter().map(|&v| v as i8 as i32).sum();
-            act_s.push(8 * sum);
-        }
+        summarize_q8_0(acts, act_d, act_s);
         run(act_d, act_s)
     });
+}
+
+/// The Q4_0 kernels' activation summaries of Q8_0 blocks: each block's scale as f32 and 8 × the
+/// sum of its quants (exact integer and exact f16 → f32 arithmetic, so every form agrees).
+fn summarize_q8_0(acts: &[u8], act_d: &mut Vec<f32>, act_s: &mut Vec<i32>) {
+    act_d.clear();
+    act_s.clear();
+    #[cfg(target_arch = "x86_64")]
+    if KernelLevel::Avx2.is_supported() {
+        // SAFETY: the CPU has AVX2 and F16C (both part of the AVX2 level).
+        return unsafe { crate::x86::packed_avx2::summarize_q8_0(acts, act_d, act_s) };
+    }
+    summarize_q8_0_scalar(acts, act_d, act_s);
+}
+
+/// Scalar twin of [`summarize_q8_0`].
+fn summarize_q8_0_scalar(acts: &[u8], act_d: &mut Vec<f32>, act_s: &mut Vec<i32>) {
+    for blk in acts.chunks_exact(34) {
+        act_d.push(F16Bits([blk[0], blk[1]]).to_f32());
+        let sum: i32 = blk[2..].iter().map(|&v| v as i8 as i32).sum();
+        act_s.push(8 * sum);
+    }
 }
 
 /// Whether the AVX-512 VNNI packed kernels give the scalar twins' exact bits on this CPU,
@@ -413,4 +429,37 @@ fn vnni_kernels_verified() -> bool {
         log::debug!("AVX-512 VNNI packed kernels verified against their scalar twins");
         true
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activation_summaries_match_the_scalar_twin() {
+        // Blocks of every byte value, in both scale and quants (NaN scales compared by bits).
+        let mut acts = vec![0u8; 34 * 300];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for (i, b) in acts.iter_mut().enumerate() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = if i < 34 * 4 {
+                (i * 37 % 256) as u8
+            } else {
+                x as u8
+            };
+        }
+        acts[2..34].fill(0x80);
+        acts[36..68].fill(0x7F);
+        let (mut d, mut s) = (Vec::new(), Vec::new());
+        summarize_q8_0(&acts, &mut d, &mut s);
+        let (mut d_ref, mut s_ref) = (Vec::new(), Vec::new());
+        summarize_q8_0_scalar(&acts, &mut d_ref, &mut s_ref);
+        assert_eq!(s, s_ref);
+        assert_eq!(s[0], 8 * 32 * -128);
+        assert_eq!(s[1], 8 * 32 * 127);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&d), bits(&d_ref));
+    }
 }

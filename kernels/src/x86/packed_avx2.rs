@@ -22,6 +22,32 @@ const PREFETCH_AHEAD: usize = 1152;
 /// A kernel for one group and a tile of tokens (`group_tile::<T>` for T = 1..=4).
 type TileFn = unsafe fn(&PackedArgs<'_>, *const u8, usize, &mut [__m256; TOKEN_TILE]);
 
+/// Each Q8_0 block's scale as f32 and 8 × the sum of its quants (see `crate::packed`).
+///
+/// # Safety
+/// The CPU must have AVX2 and F16C.
+#[target_feature(enable = "avx2,f16c")]
+pub(crate) unsafe fn summarize_q8_0(acts: &[u8], act_d: &mut Vec<f32>, act_s: &mut Vec<i32>) {
+    let ones = _mm256_set1_epi8(1);
+    let ones16 = _mm256_set1_epi16(1);
+    for blk in acts.chunks_exact(34) {
+        let bits = u16::from_le_bytes([blk[0], blk[1]]);
+        let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)));
+        // SAFETY: the block has 32 quant bytes after its 2-byte scale.
+        let q = unsafe { _mm256_loadu_si256(blk.as_ptr().add(2) as *const __m256i) };
+        // 1 × q summed in pairs (at most 2 × 128 in magnitude: no saturation), then in fours.
+        let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(ones, q), ones16);
+        let x = _mm_add_epi32(
+            _mm256_castsi256_si128(sums),
+            _mm256_extracti128_si256::<1>(sums),
+        );
+        let x = _mm_add_epi32(x, _mm_shuffle_epi32::<0b01_00_11_10>(x));
+        let x = _mm_add_epi32(x, _mm_shuffle_epi32::<0b10_11_00_01>(x));
+        act_d.push(d);
+        act_s.push(8 * _mm_cvtsi128_si32(x));
+    }
+}
+
 /// `vpmaddubsw` form: Σ_c w[c] · broadcast(y + off[c]) per 32-bit lane, for unsigned 4-bit
 /// weights and signed 8-bit activations.
 macro_rules! dot8_maddubs {
