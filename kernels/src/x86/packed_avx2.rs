@@ -49,20 +49,35 @@ pub(crate) unsafe fn summarize_q8_0(acts: &[u8], act_d: &mut Vec<f32>, act_s: &m
 }
 
 /// `vpmaddubsw` form: Σ_c w[c] · broadcast(y + off[c]) per 32-bit lane, for unsigned 4-bit
-/// weights and signed 8-bit activations.
+/// weights and signed 8-bit activations. `$pairs` (16-bit pairs) weights the two 16-bit halves
+/// of each lane in the final `vpmaddwd`: all ones for the plain sum, or a per-lane scale `k` in
+/// both halves for `k ·` the sum (exact: |half| ≤ 8 × 2 × 15 × 128 and k < 2^6).
 macro_rules! dot8_maddubs {
-    ($w:expr, $y:expr, $off:expr) => {{
+    ($w:expr, $y:expr, $off:expr) => {
+        dot8_maddubs!($w, $y, $off, _mm256_set1_epi16(1))
+    };
+    ($w:expr, $y:expr, $off:expr, $pairs:expr) => {{
         let (w, y, off): (&[__m256i; 8], *const u8, [usize; 8]) = ($w, $y, $off);
         let bc = |o: usize| _mm256_broadcastd_epi32(_mm_loadu_si32(y.add(o)));
         let mut s = _mm256_maddubs_epi16(w[0], bc(off[0]));
         for c in 1..8 {
             s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[c], bc(off[c])));
         }
-        _mm256_madd_epi16(s, _mm256_set1_epi16(1))
+        _mm256_madd_epi16(s, $pairs)
     }};
 }
 
-/// `vpdpbusd` form of [`dot8_maddubs`] (AVX-512 VNNI with 256-bit vectors).
+/// A per-lane 32-bit scale `k < 2^15` in the form [`dot8_maddubs`] multiplies by: `k` in both
+/// 16-bit halves.
+macro_rules! scale_maddubs {
+    ($k:expr) => {{
+        let k: __m256i = $k;
+        _mm256_or_si256(k, _mm256_slli_epi32::<16>(k))
+    }};
+}
+
+/// `vpdpbusd` form of [`dot8_maddubs`] (AVX-512 VNNI with 256-bit vectors); a scale multiplies
+/// the 32-bit sums.
 macro_rules! dot8_dpbusd {
     ($w:expr, $y:expr, $off:expr) => {{
         let (w, y, off): (&[__m256i; 8], *const u8, [usize; 8]) = ($w, $y, $off);
@@ -73,12 +88,22 @@ macro_rules! dot8_dpbusd {
         }
         s
     }};
+    ($w:expr, $y:expr, $off:expr, $k:expr) => {
+        _mm256_mullo_epi32($k, dot8_dpbusd!($w, $y, $off))
+    };
 }
 
-/// The packed kernels for one instruction set: `$features` for `#[target_feature]` and
-/// `$dot8` for the 8-chunk dot product.
+/// The scale form of [`dot8_dpbusd`]: the plain 32-bit scale.
+macro_rules! scale_dpbusd {
+    ($k:expr) => {
+        $k
+    };
+}
+
+/// The packed kernels for one instruction set: `$features` for `#[target_feature]`, `$dot8`
+/// for the 8-chunk dot product and `$scale` for the form of a scale it multiplies by.
 macro_rules! packed_kernels {
-    ($name:ident, $features:literal, $dot8:ident) => {
+    ($name:ident, $features:literal, $dot8:ident, $scale:ident) => {
         pub(crate) mod $name {
             use super::*;
 
@@ -251,30 +276,33 @@ macro_rules! packed_kernels {
                             });
                             let lo = v.map(|x| _mm256_and_si256(x, mask));
                             let hi = v.map(|x| _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask));
+                            let (k_lo, k_hi) = ($scale!(sc[2 * j]), $scale!(sc[2 * j + 1]));
                             for t in 0..T {
                                 let y = args.acts.as_ptr().add((t0 + t) * ab + b * 292 + 4 + 64 * j);
-                                let dot_lo = $dot8!(&lo, y, [0, 4, 8, 12, 16, 20, 24, 28]);
-                                let dot_hi = $dot8!(&hi, y, [32, 36, 40, 44, 48, 52, 56, 60]);
-                                isum[t] = _mm256_add_epi32(
-                                    isum[t],
-                                    _mm256_add_epi32(
-                                        _mm256_mullo_epi32(sc[2 * j], dot_lo),
-                                        _mm256_mullo_epi32(sc[2 * j + 1], dot_hi),
-                                    ),
-                                );
+                                // scale · Σ q·y of sub-blocks 2j and 2j + 1.
+                                let lo = $dot8!(&lo, y, [0, 4, 8, 12, 16, 20, 24, 28], k_lo);
+                                let hi = $dot8!(&hi, y, [32, 36, 40, 44, 48, 52, 56, 60], k_hi);
+                                isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(lo, hi));
                             }
                         }
+                        // Mins of sub-blocks 2i and 2i + 1 as the 16-bit halves of one lane.
+                        let mn_pairs: [__m256i; 4] = std::array::from_fn(|i| {
+                            _mm256_or_si256(mn[2 * i], _mm256_slli_epi32::<16>(mn[2 * i + 1]))
+                        });
                         for t in 0..T {
                             let a = args.acts.as_ptr().add((t0 + t) * ab + b * 292);
                             let d_a = (a as *const f32).read_unaligned();
+                            // Sub-block sums of the activations (pairs of its 16 bsums), packed
+                            // to 16 bits (|sum| ≤ 32 × 128); dword 0, 1, 4, 5 then hold the
+                            // sums of sub-blocks (0, 1), (2, 3), (4, 5), (6, 7).
+                            let bsums = _mm256_loadu_si256(a.add(260) as *const __m256i);
+                            let sub = _mm256_madd_epi16(bsums, _mm256_set1_epi16(1));
+                            let sub = _mm256_packs_epi32(sub, sub);
+                            // Σ_s min_s · sum_s, exactly (min < 2^6).
                             let mut msum = _mm256_setzero_si256();
-                            for sb in 0..8 {
-                                let p = a.add(260 + 4 * sb) as *const i16;
-                                let bs = p.read_unaligned() as i32 + p.add(1).read_unaligned() as i32;
-                                msum = _mm256_add_epi32(
-                                    msum,
-                                    _mm256_mullo_epi32(mn[sb], _mm256_set1_epi32(bs)),
-                                );
+                            for (i, at) in [0, 1, 4, 5].into_iter().enumerate() {
+                                let pair = _mm256_permutevar8x32_epi32(sub, _mm256_set1_epi32(at));
+                                msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mn_pairs[i], pair));
                             }
                             let da = _mm256_set1_ps(d_a);
                             acc[t] = _mm256_fmadd_ps(
@@ -313,9 +341,10 @@ macro_rules! packed_kernels {
     };
 }
 
-packed_kernels!(avx2, "avx2,fma,f16c", dot8_maddubs);
+packed_kernels!(avx2, "avx2,fma,f16c", dot8_maddubs, scale_maddubs);
 packed_kernels!(
     vnni,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-    dot8_dpbusd
+    dot8_dpbusd,
+    scale_dpbusd
 );
