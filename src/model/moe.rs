@@ -70,6 +70,7 @@ impl Model {
             used,
             group,
             starts,
+            pair_of,
             xq_tokens,
             xq_tokens_up,
             xq_gate,
@@ -200,14 +201,24 @@ impl Model {
                     }
                     linear_many(&mut jobs);
                     drop(jobs);
+                    // Each pair's weighted output into its (token, slot) row, row by row
+                    // (over the pool for a batch).
+                    let pair_of = sized(pair_of, n * max_slots);
+                    pair_of.fill(usize::MAX);
                     let tokens = group.iter().flat_map(|&ex| by_expert[ex].iter());
-                    for (row, &(t, slot)) in down.chunks_exact(e).zip(tokens) {
-                        let w = route(t)[slot].weight;
-                        let at = (t * max_slots + slot) * e;
-                        for (o, &v) in slot_out[at..at + e].iter_mut().zip(row) {
-                            *o = v * w;
-                        }
+                    for (p, &(t, slot)) in tokens.enumerate() {
+                        pair_of[t * max_slots + slot] = p;
                     }
+                    let (pair_of, down) = (&*pair_of, &down[..pairs * e]);
+                    per_row(&mut slot_out[..], e, |ts, row| {
+                        let p = pair_of[ts];
+                        if p != usize::MAX {
+                            let w = route(ts / max_slots)[ts % max_slots].weight;
+                            for (o, &v) in row.iter_mut().zip(&down[p * e..(p + 1) * e]) {
+                                *o = v * w;
+                            }
+                        }
+                    });
                     Ok(())
                 },
             )?;

@@ -62,6 +62,8 @@ pub(super) struct MoeScratch {
     pub xq_tokens_up: Vec<u8>,
     /// Where each group member's (token, slot) pairs start in the flat buffers below.
     pub starts: Vec<usize>,
+    /// Per (token, slot): its pair in the current group, or `usize::MAX`.
+    pub pair_of: Vec<usize>,
     /// Per (token, slot) pair of the group, member after member: gathered quantized
     /// activations, and the products.
     pub xq_gate: Vec<u8>,
