@@ -67,12 +67,12 @@ macro_rules! dot8_maddubs {
     }};
 }
 
-/// A per-lane 32-bit scale `k < 2^15` in the form [`dot8_maddubs`] multiplies by: `k` in both
-/// 16-bit halves.
+/// Row scales `k` (8 bytes, row r in byte r of the low half) in the form [`dot8_maddubs`]
+/// multiplies by: `k` in both 16-bit halves of lane r.
 macro_rules! scale_maddubs {
     ($k:expr) => {{
-        let k: __m256i = $k;
-        _mm256_or_si256(k, _mm256_slli_epi32::<16>(k))
+        let k: __m128i = $k;
+        _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(k, k))
     }};
 }
 
@@ -93,10 +93,10 @@ macro_rules! dot8_dpbusd {
     };
 }
 
-/// The scale form of [`dot8_dpbusd`]: the plain 32-bit scale.
+/// The scale form of [`dot8_dpbusd`]: row r's scale byte as lane r's 32-bit integer.
 macro_rules! scale_dpbusd {
     ($k:expr) => {
-        $k
+        _mm256_cvtepu8_epi32($k)
     };
 }
 
@@ -228,7 +228,6 @@ macro_rules! packed_kernels {
                 let nb = args.n_cols / 256;
                 let ab = nb * 292;
                 let mask = _mm256_set1_epi8(0x0F);
-                let nibble_shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
                 let mut acc = [_mm256_setzero_ps(); T];
                 for b in 0..nb {
                     // SAFETY: super-block column b of the group is 1152 bytes at wg + 1152b;
@@ -241,30 +240,57 @@ macro_rules! packed_kernels {
                         _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64) as *const i8);
                         let d = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
                         let dmin = _mm256_cvtph_ps(_mm_loadu_si128(col.add(16) as *const __m128i));
-                        // Scales and mins of the 8 sub-blocks, row r in lane r.
-                        let mut sc = [_mm256_setzero_si256(); 8];
-                        let mut mn = [_mm256_setzero_si256(); 8];
-                        for sb in 0..8 {
-                            let lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
-                                col.add(32 + 8 * sb) as *const __m128i
-                            ));
-                            let word = (col.add(96 + 4 * sb) as *const i32).read_unaligned();
-                            let top = _mm256_and_si256(
-                                _mm256_srlv_epi32(_mm256_set1_epi32(word), nibble_shifts),
-                                _mm256_set1_epi32(15),
+                        // Scales and mins of the 8 sub-blocks as bytes (row r in byte r of
+                        // each 8-byte run), all at once: sc01 holds sub-blocks 0, 1 | 4, 5 and
+                        // sc23 holds 2, 3 | 6, 7 (128-bit lanes), likewise mn01 and mn23.
+                        let low4 = _mm256_set1_epi8(0x0F);
+                        let two = _mm256_set1_epi8(3);
+                        let b0 = _mm256_loadu_si256(col.add(32) as *const __m256i);
+                        let b1 = _mm256_loadu_si256(col.add(64) as *const __m256i);
+                        let c01 = _mm256_permute2x128_si256::<0x20>(b0, b1);
+                        let c23 = _mm256_permute2x128_si256::<0x31>(b0, b1);
+                        // Top bits: nibble r of sub-block s's word, as byte r of its run.
+                        let words = _mm256_loadu_si256(col.add(96) as *const __m256i);
+                        let even = _mm256_and_si256(words, low4);
+                        let odd = _mm256_and_si256(_mm256_srli_epi16::<4>(words), low4);
+                        let n01 = _mm256_unpacklo_epi8(even, odd);
+                        let n23 = _mm256_unpackhi_epi8(even, odd);
+                        let join = |c: __m256i, n: __m256i| {
+                            let sc = _mm256_or_si256(
+                                _mm256_and_si256(c, low4),
+                                _mm256_slli_epi16::<4>(_mm256_and_si256(n, two)),
                             );
-                            sc[sb] = _mm256_or_si256(
-                                _mm256_and_si256(lo, _mm256_set1_epi32(15)),
-                                _mm256_slli_epi32::<4>(_mm256_and_si256(
-                                    top,
-                                    _mm256_set1_epi32(3),
+                            let mn = _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(c), low4),
+                                _mm256_slli_epi16::<4>(_mm256_and_si256(
+                                    _mm256_srli_epi16::<2>(n),
+                                    two,
                                 )),
                             );
-                            mn[sb] = _mm256_or_si256(
-                                _mm256_srli_epi32::<4>(lo),
-                                _mm256_slli_epi32::<4>(_mm256_srli_epi32::<2>(top)),
-                            );
-                        }
+                            (sc, mn)
+                        };
+                        let (sc01, mn01) = join(c01, n01);
+                        let (sc23, mn23) = join(c23, n23);
+                        // Sub-block s's 8 bytes in the low half of a 128-bit vector.
+                        let run = |v01: __m256i, v23: __m256i, s: usize| {
+                            let lane = match s {
+                                0 | 1 => _mm256_castsi256_si128(v01),
+                                2 | 3 => _mm256_castsi256_si128(v23),
+                                4 | 5 => _mm256_extracti128_si256::<1>(v01),
+                                _ => _mm256_extracti128_si256::<1>(v23),
+                            };
+                            if s % 2 == 0 {
+                                lane
+                            } else {
+                                _mm_unpackhi_epi64(lane, lane)
+                            }
+                        };
+                        let ksc: [__m256i; 8] = std::array::from_fn(|s| $scale!(run(sc01, sc23, s)));
+                        // Mins of sub-blocks 2i and 2i + 1 as the 16-bit halves of lane r.
+                        let mn_pairs: [__m256i; 4] = std::array::from_fn(|i| {
+                            let (a, b) = (run(mn01, mn23, 2 * i), run(mn01, mn23, 2 * i + 1));
+                            _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(a, b))
+                        });
                         let mut isum = [_mm256_setzero_si256(); T];
                         for j in 0..4 {
                             for line in 0..4 {
@@ -276,7 +302,7 @@ macro_rules! packed_kernels {
                             });
                             let lo = v.map(|x| _mm256_and_si256(x, mask));
                             let hi = v.map(|x| _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask));
-                            let (k_lo, k_hi) = ($scale!(sc[2 * j]), $scale!(sc[2 * j + 1]));
+                            let (k_lo, k_hi) = (ksc[2 * j], ksc[2 * j + 1]);
                             for t in 0..T {
                                 let y = args.acts.as_ptr().add((t0 + t) * ab + b * 292 + 4 + 64 * j);
                                 // scale · Σ q·y of sub-blocks 2j and 2j + 1.
@@ -285,10 +311,6 @@ macro_rules! packed_kernels {
                                 isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(lo, hi));
                             }
                         }
-                        // Mins of sub-blocks 2i and 2i + 1 as the 16-bit halves of one lane.
-                        let mn_pairs: [__m256i; 4] = std::array::from_fn(|i| {
-                            _mm256_or_si256(mn[2 * i], _mm256_slli_epi32::<16>(mn[2 * i + 1]))
-                        });
                         for t in 0..T {
                             let a = args.acts.as_ptr().add((t0 + t) * ab + b * 292);
                             let d_a = (a as *const f32).read_unaligned();
