@@ -101,8 +101,9 @@ impl Model {
         let same_act = layout.up.ty.vec_dot_type() == layout.gate.ty.vec_dot_type();
         let by_expert = &*by_expert;
         // Each token's row is quantized once, whichever experts it goes to.
-        let gate_act = layout.gate.ty.vec_dot_type();
-        let act_bytes = gate_act.row_bytes(e).expect("validated width");
+        let act_bytes = (layout.gate.ty.vec_dot_type())
+            .row_bytes(e)
+            .expect("validated width");
         quantize_rows(layout.gate.ty, xn, n, xq_tokens);
         let up_bytes = layout
             .up
@@ -146,10 +147,11 @@ impl Model {
                     if !same_act {
                         gather(xq_tokens_up, up_bytes, xq_up);
                     }
-                    let (xg, xu, xu_bytes) = if same_act {
-                        (&xq_gate[..], &xq_gate[..], act_bytes)
+                    let xg = &xq_gate[..];
+                    let (xu, xu_bytes) = if same_act {
+                        (xg, act_bytes)
                     } else {
-                        (&xq_gate[..], &xq_up[..], up_bytes)
+                        (&xq_up[..], up_bytes)
                     };
                     // Gate and up of every expert in the group: one parallel region.
                     let mut jobs = Jobs::new();
