@@ -21,11 +21,16 @@ fn logits_in_batches(model: &Model, tokens: &[u32], batch: usize) -> Vec<f32> {
 fn a_long_batch_matches_short_micro_batches() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/rustdoc-moe-q8_0.gguf");
     let model = Model::open(std::path::Path::new(path)).expect("bundled model");
-    let n_embd = model.cfg.n_embd;
     // 320 tokens × 256 = 81,920 values per activation: over the threshold in one batch; in
-    // batches of 32 every elementwise step stays under it (32 × 2 experts × 512 = 32 Ki).
-    let n = 320;
-    assert!(n * n_embd >= 1 << 16 && 32 * 2 * 512 < 1 << 16);
+    // batches of 32 the widest elementwise step (32 tokens × 2 experts × 512) stays under it.
+    let (n, short) = (320, 32);
+    let ff = model.weights.expert_layouts()[0]
+        .as_ref()
+        .expect("an MoE layer")
+        .gate
+        .rows;
+    let widest = |tokens: usize| tokens * (model.cfg.n_embd).max(model.cfg.n_expert_used * ff);
+    assert!(n * model.cfg.n_embd >= 1 << 16 && widest(short) < 1 << 16);
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     let tokens: Vec<u32> = (0..n)
         .map(|_| {
@@ -42,7 +47,7 @@ fn a_long_batch_matches_short_micro_batches() {
     let (long, short) = pool.install(|| {
         (
             logits_in_batches(&model, &tokens, n),
-            logits_in_batches(&model, &tokens, 32),
+            logits_in_batches(&model, &tokens, short),
         )
     });
     assert_eq!(long.len(), n * model.cfg.n_vocab);
