@@ -99,11 +99,14 @@ struct Task<'a> {
 /// Weight bytes below which splitting a product further costs more than it balances.
 const MIN_TASK_BYTES: usize = 32 << 10;
 
-/// Rows per task of `w` when tasks should hold about `task_bytes` of weights: whole packed
-/// groups, at most the whole matrix.
-fn rows_per_task(w: &WeightView<'_>, task_bytes: usize) -> usize {
+/// Tasks per pool thread in a product of several tokens (a decode step uses 4).
+const TASKS_PER_THREAD_BATCH: usize = 16;
+
+/// Rows per task of `w` times `n_tok` tokens when a task should do about `task_work` (weight
+/// bytes times tokens): whole packed groups, at most the whole matrix.
+fn rows_per_task(w: &WeightView<'_>, n_tok: usize, task_work: usize) -> usize {
     let rb = w.ty.row_bytes(w.cols).expect("validated shape").max(1);
-    (task_bytes / rb)
+    (task_work / (rb * n_tok.max(1)))
         .max(1)
         .next_multiple_of(moe_edge_kernels::PACK_ROWS)
         .min(w.rows.max(1))
@@ -115,13 +118,18 @@ fn rows_per_task(w: &WeightView<'_>, task_bytes: usize) -> usize {
 /// With one token per job it allocates nothing (the task list lives on the stack).
 pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
     let threads = rayon::current_num_threads().max(1);
-    let total_bytes: usize = jobs.iter().map(|j| j.w.bytes.len()).sum();
-    let task_bytes = (total_bytes / (threads * 4)).max(MIN_TASK_BYTES);
+    // Tasks are sized by work (weight bytes times tokens), since the jobs of a prompt's MoE
+    // have different token counts. A batch is cut finer than a decode step: its tasks are
+    // long, so the one a thread finishes last would otherwise leave the other idle.
+    let single = jobs.iter().all(|j| j.n_tok == 1);
+    let total_work: usize = jobs.iter().map(|j| j.w.bytes.len() * j.n_tok).sum();
+    let per_thread = if single { 4 } else { TASKS_PER_THREAD_BATCH };
+    let task_work = (total_work / (threads * per_thread)).max(MIN_TASK_BYTES);
     let n_tasks: usize = jobs
         .iter()
         .map(|j| {
             debug_assert_eq!(j.out.len(), j.w.rows * j.n_tok);
-            j.w.rows.div_ceil(rows_per_task(&j.w, task_bytes))
+            j.w.rows.div_ceil(rows_per_task(&j.w, j.n_tok, task_work))
         })
         .sum();
     if n_tasks <= 1 {
@@ -130,8 +138,8 @@ pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
         }
         return;
     }
-    if jobs.iter().all(|j| j.n_tok == 1) {
-        return run_tasks(jobs, task_bytes, None);
+    if single {
+        return run_tasks(jobs, task_work, None);
     }
     BATCH_OUT.with(|cell| {
         // A product started while this thread waits inside another one (work stealing) gets
@@ -144,7 +152,7 @@ pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
         };
         // Every entry is written by a task before it is copied out: no clearing.
         scratch.resize(jobs.iter().map(|j| j.out.len()).sum(), 0.0);
-        run_tasks(jobs, task_bytes, Some(scratch));
+        run_tasks(jobs, task_work, Some(scratch));
         // Back into the token-major outputs, job by job over the pool.
         let mut starts: SmallVec<[usize; 64]> = SmallVec::new();
         let mut at = 0;
@@ -156,7 +164,7 @@ pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
         jobs.par_iter_mut()
             .zip(starts.par_iter())
             .for_each(|(j, &start)| {
-                let c = rows_per_task(&j.w, task_bytes);
+                let c = rows_per_task(&j.w, j.n_tok, task_work);
                 let (rows, n_tok) = (j.w.rows, j.n_tok);
                 let (mut r0, mut at) = (0, start);
                 while r0 < rows {
@@ -182,13 +190,13 @@ thread_local! {
 /// job (`scratch` is `None`): each task writes its rows of the output directly. Several
 /// tokens: outputs are token-major, so a row slice is strided; tasks write `[t][r]` parts to
 /// `scratch`, job after job.
-fn run_tasks(jobs: &mut [LinearJob<'_>], task_bytes: usize, scratch: Option<&mut [f32]>) {
+fn run_tasks(jobs: &mut [LinearJob<'_>], task_work: usize, scratch: Option<&mut [f32]>) {
     let single = scratch.is_none();
     {
         let mut tasks: SmallVec<[Task<'_>; 64]> = SmallVec::new();
         let mut rest: &mut [f32] = scratch.unwrap_or_default();
         for j in jobs.iter_mut() {
-            let c = rows_per_task(&j.w, task_bytes);
+            let c = rows_per_task(&j.w, j.n_tok, task_work);
             let mut dst: &mut [f32] = if single {
                 &mut *j.out
             } else {
@@ -212,7 +220,9 @@ fn run_tasks(jobs: &mut [LinearJob<'_>], task_bytes: usize, scratch: Option<&mut
                 r0 += n_rows;
             }
         }
-        tasks.par_iter_mut().for_each(|t| {
+        // One task per rayon leaf: with few threads rayon otherwise runs a quarter of the
+        // list as one unsplittable sequence, and the last of those leaves one thread idle.
+        tasks.par_iter_mut().with_max_len(1).for_each(|t| {
             rows_times_tokens(&t.w, t.r0, t.n_rows, t.xq, t.n_tok, t.out);
         });
     }
