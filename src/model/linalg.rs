@@ -93,7 +93,80 @@ struct Task<'a> {
     n_tok: usize,
     r0: usize,
     n_rows: usize,
-    out: &'a mut [f32],
+    out: TaskOut<'a>,
+}
+
+/// Where a task's `n_tok × n_rows` results go.
+enum TaskOut<'a> {
+    /// One token: the task's rows of the output, contiguous.
+    Rows(&'a mut [f32]),
+    /// Several tokens: rows `r0..r0 + n_rows` of every token's row of the job's token-major
+    /// output, which the job's other tasks share (each writes only its own rows).
+    Shared(SharedOut<'a>),
+}
+
+/// A job's token-major output (`n_tok` rows of `rows`), handed to all of its tasks.
+#[derive(Clone, Copy)]
+struct SharedOut<'a> {
+    ptr: *mut f32,
+    rows: usize,
+    n_tok: usize,
+    _out: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a `SharedOut` is made from a `&mut [f32]` that stays borrowed (and otherwise unused)
+// until every task of its job has finished; tasks write through it only to their own rows,
+// which no other task of the job writes (see `SharedOut::write`).
+unsafe impl Send for SharedOut<'_> {}
+unsafe impl Sync for SharedOut<'_> {}
+
+impl<'a> SharedOut<'a> {
+    fn new(out: &'a mut [f32], rows: usize, n_tok: usize) -> Self {
+        assert_eq!(out.len(), rows * n_tok, "token-major output");
+        SharedOut {
+            ptr: out.as_mut_ptr(),
+            rows,
+            n_tok,
+            _out: std::marker::PhantomData,
+        }
+    }
+
+    /// Copies `src` (`[t][r]`, `n_rows` per token) into rows `r0..r0 + n_rows` of every token.
+    fn write(&self, r0: usize, n_rows: usize, src: &[f32]) {
+        assert!(r0 + n_rows <= self.rows && src.len() == n_rows * self.n_tok);
+        for (t, part) in src.chunks_exact(n_rows.max(1)).enumerate() {
+            // SAFETY: t < n_tok and r0 + n_rows <= rows, so the range lies inside the output
+            // (n_tok × rows elements). The tasks of a job cover disjoint row ranges, so no other
+            // thread touches these elements while this slice lives.
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(self.ptr.add(t * self.rows + r0), n_rows) };
+            dst.copy_from_slice(part);
+        }
+    }
+}
+
+impl Task<'_> {
+    fn run(&mut self) {
+        match &mut self.out {
+            TaskOut::Rows(out) => {
+                rows_times_tokens(&self.w, self.r0, self.n_rows, self.xq, self.n_tok, out)
+            }
+            TaskOut::Shared(shared) => TASK_OUT.with(|cell| {
+                // The results land in this thread's buffer (still in cache) and go straight to
+                // their rows of the job's output.
+                let mut own = Vec::new();
+                let mut held = cell.try_borrow_mut();
+                let buf = match held.as_deref_mut() {
+                    Ok(buf) => buf,
+                    Err(_) => &mut own,
+                };
+                // Every entry is written by the kernel: no clearing.
+                buf.resize(self.n_rows * self.n_tok, 0.0);
+                rows_times_tokens(&self.w, self.r0, self.n_rows, self.xq, self.n_tok, buf);
+                shared.write(self.r0, self.n_rows, buf);
+            }),
+        }
+    }
 }
 
 /// Weight bytes below which splitting a product further costs more than it balances.
@@ -115,7 +188,7 @@ fn rows_per_task(w: &WeightView<'_>, n_tok: usize, task_work: usize) -> usize {
 /// Runs several independent products in one parallel region: every job's rows are cut into
 /// tasks of whole packed groups, and the rayon pool takes them all at once (one fork-join for,
 /// say, the gate and up projections of every routed expert, instead of one per matrix).
-/// With one token per job it allocates nothing (the task list lives on the stack).
+/// A decode step (one token per job) allocates nothing: the task list lives on the stack.
 pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
     let threads = rayon::current_num_threads().max(1);
     // Tasks are sized by work (weight bytes times tokens), since the jobs of a prompt's MoE
@@ -125,107 +198,49 @@ pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
     let total_work: usize = jobs.iter().map(|j| j.w.bytes.len() * j.n_tok).sum();
     let per_thread = if single { 4 } else { TASKS_PER_THREAD_BATCH };
     let task_work = (total_work / (threads * per_thread)).max(MIN_TASK_BYTES);
-    let n_tasks: usize = jobs
-        .iter()
-        .map(|j| {
-            debug_assert_eq!(j.out.len(), j.w.rows * j.n_tok);
-            j.w.rows.div_ceil(rows_per_task(&j.w, j.n_tok, task_work))
-        })
-        .sum();
-    if n_tasks <= 1 {
-        for j in jobs.iter_mut() {
-            rows_times_tokens(&j.w, 0, j.w.rows, j.xq, j.n_tok, j.out);
+    let mut tasks: SmallVec<[Task<'_>; 64]> = SmallVec::new();
+    for j in jobs.iter_mut() {
+        debug_assert_eq!(j.out.len(), j.w.rows * j.n_tok);
+        let (w, xq, n_tok) = (j.w, j.xq, j.n_tok);
+        if n_tok == 0 || w.rows == 0 {
+            continue;
         }
-        return;
-    }
-    if single {
-        return run_tasks(jobs, task_work, None);
-    }
-    BATCH_OUT.with(|cell| {
-        // A product started while this thread waits inside another one (work stealing) gets
-        // a buffer of its own.
-        let mut own = Vec::new();
-        let mut held = cell.try_borrow_mut();
-        let scratch = match held.as_deref_mut() {
-            Ok(buf) => buf,
-            Err(_) => &mut own,
+        let c = rows_per_task(&w, n_tok, task_work);
+        let task = |r0: usize, out| Task {
+            w,
+            xq,
+            n_tok,
+            r0,
+            n_rows: c.min(w.rows - r0),
+            out,
         };
-        // Every entry is written by a task before it is copied out: no clearing.
-        scratch.resize(jobs.iter().map(|j| j.out.len()).sum(), 0.0);
-        run_tasks(jobs, task_work, Some(scratch));
-        // Back into the token-major outputs, job by job over the pool.
-        let mut starts: SmallVec<[usize; 64]> = SmallVec::new();
-        let mut at = 0;
-        for j in jobs.iter() {
-            starts.push(at);
-            at += j.out.len();
+        if n_tok == 1 {
+            // One token: the tasks' rows are contiguous slices of the output.
+            for (i, part) in j.out.chunks_mut(c).enumerate() {
+                tasks.push(task(i * c, TaskOut::Rows(part)));
+            }
+        } else if w.rows <= c {
+            tasks.push(task(0, TaskOut::Rows(&mut *j.out)));
+        } else {
+            let shared = SharedOut::new(&mut *j.out, w.rows, n_tok);
+            for r0 in (0..w.rows).step_by(c) {
+                tasks.push(task(r0, TaskOut::Shared(shared)));
+            }
         }
-        let scratch = &scratch[..];
-        jobs.par_iter_mut()
-            .zip(starts.par_iter())
-            .for_each(|(j, &start)| {
-                let c = rows_per_task(&j.w, j.n_tok, task_work);
-                let (rows, n_tok) = (j.w.rows, j.n_tok);
-                let (mut r0, mut at) = (0, start);
-                while r0 < rows {
-                    let n = c.min(rows - r0);
-                    for t in 0..n_tok {
-                        let src = &scratch[at + t * n..at + (t + 1) * n];
-                        j.out[t * rows + r0..t * rows + r0 + n].copy_from_slice(src);
-                    }
-                    at += n * n_tok;
-                    r0 += n;
-                }
-            });
-    });
+    }
+    match tasks.len() {
+        0 => {}
+        1 => tasks[0].run(),
+        // One task per rayon leaf: with few threads rayon otherwise runs a quarter of the
+        // list as one unsplittable sequence, and the last of those leaves one thread idle.
+        _ => tasks.par_iter_mut().with_max_len(1).for_each(Task::run),
+    }
 }
 
 thread_local! {
-    /// Task outputs of a batch product before they are copied into place (grown, never
+    /// A task's results before they go to their rows of a shared output (grown, never
     /// cleared).
-    static BATCH_OUT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Cuts every job into tasks of whole packed groups and runs them over the pool. One token per
-/// job (`scratch` is `None`): each task writes its rows of the output directly. Several
-/// tokens: outputs are token-major, so a row slice is strided; tasks write `[t][r]` parts to
-/// `scratch`, job after job.
-fn run_tasks(jobs: &mut [LinearJob<'_>], task_work: usize, scratch: Option<&mut [f32]>) {
-    let single = scratch.is_none();
-    {
-        let mut tasks: SmallVec<[Task<'_>; 64]> = SmallVec::new();
-        let mut rest: &mut [f32] = scratch.unwrap_or_default();
-        for j in jobs.iter_mut() {
-            let c = rows_per_task(&j.w, j.n_tok, task_work);
-            let mut dst: &mut [f32] = if single {
-                &mut *j.out
-            } else {
-                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(j.out.len());
-                rest = tail;
-                mine
-            };
-            let mut r0 = 0;
-            while r0 < j.w.rows {
-                let n_rows = c.min(j.w.rows - r0);
-                let (part, tail) = std::mem::take(&mut dst).split_at_mut(n_rows * j.n_tok);
-                dst = tail;
-                tasks.push(Task {
-                    w: j.w,
-                    xq: j.xq,
-                    n_tok: j.n_tok,
-                    r0,
-                    n_rows,
-                    out: part,
-                });
-                r0 += n_rows;
-            }
-        }
-        // One task per rayon leaf: with few threads rayon otherwise runs a quarter of the
-        // list as one unsplittable sequence, and the last of those leaves one thread idle.
-        tasks.par_iter_mut().with_max_len(1).for_each(|t| {
-            rows_times_tokens(&t.w, t.r0, t.n_rows, t.xq, t.n_tok, t.out);
-        });
-    }
+    static TASK_OUT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// One product over the rayon pool: [`linear_many`] with a single job.
