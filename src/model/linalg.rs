@@ -294,3 +294,109 @@ pub fn rope(head: &mut [f32], pos: usize, n_rot: usize, base: f32, neox: bool) {
         theta *= theta_scale;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::XorShift64;
+
+    /// `rows` random rows of `cols` quantized to `ty`, packed if asked.
+    fn weights(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        packed: bool,
+        rng: &mut XorShift64,
+    ) -> Vec<u8> {
+        let rb = ty.row_bytes(cols).unwrap();
+        let mut q = vec![0u8; rows * rb];
+        for row in q.chunks_exact_mut(rb) {
+            let x: Vec<f32> = (0..cols).map(|_| rng.unit() * 2.0 - 1.0).collect();
+            moe_edge_kernels::quantize_row_ref(ty, &x, row);
+        }
+        if !packed {
+            return q;
+        }
+        let mut p = vec![0u8; q.len()];
+        moe_edge_kernels::pack_rows(ty, cols, &q, &mut p);
+        p
+    }
+
+    /// A batch product cut into tasks (several per job, rows shared between tasks through
+    /// `SharedOut`) gives, bit for bit, what each job gives computed whole by the kernel.
+    fn check_batch(ty: GgmlType, packed: bool, shapes: &[(usize, usize)], cols: usize) {
+        let mut rng = XorShift64::new(7 + shapes.len() as u64);
+        let ws: Vec<Vec<u8>> = shapes
+            .iter()
+            .map(|&(rows, _)| weights(ty, rows, cols, packed, &mut rng))
+            .collect();
+        let xqs: Vec<Vec<u8>> = shapes
+            .iter()
+            .map(|&(_, n_tok)| {
+                let x: Vec<f32> = (0..n_tok * cols).map(|_| rng.unit() - 0.5).collect();
+                let mut xq = Vec::new();
+                if n_tok > 0 {
+                    quantize_rows(ty, &x, n_tok, &mut xq);
+                }
+                xq
+            })
+            .collect();
+        let view = |i: usize| WeightView {
+            ty,
+            cols,
+            rows: shapes[i].0,
+            bytes: &ws[i],
+            packed,
+        };
+        // NaN everywhere first: a row no task writes would show.
+        let mut outs: Vec<Vec<f32>> = shapes
+            .iter()
+            .map(|&(rows, n_tok)| vec![f32::NAN; rows * n_tok])
+            .collect();
+        let mut jobs: Vec<LinearJob<'_>> = outs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, out)| LinearJob {
+                w: view(i),
+                xq: &xqs[i],
+                n_tok: shapes[i].1,
+                out,
+            })
+            .collect();
+        linear_many(&mut jobs);
+        drop(jobs);
+        for (i, &(rows, n_tok)) in shapes.iter().enumerate() {
+            let mut whole = vec![0f32; rows * n_tok];
+            if n_tok > 0 {
+                rows_times_tokens(&view(i), 0, rows, &xqs[i], n_tok, &mut whole);
+            }
+            let same = outs[i]
+                .iter()
+                .zip(&whole)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{ty} packed={packed}: job {i} ({rows} rows × {n_tok} tokens) differs"
+            );
+        }
+    }
+
+    #[test]
+    fn prompt_products_match_whole_jobs() {
+        // Token counts like a prompt's experts (0, 1, a few, many); enough work that the
+        // larger jobs are cut into several tasks on any pool.
+        let shapes = [(256, 17), (64, 1), (128, 0), (512, 40), (96, 3), (200, 9)];
+        check_batch(GgmlType::Q4_0, true, &shapes, 512);
+        check_batch(GgmlType::Q4_K, true, &shapes, 512);
+        let odd = [(203, 17), (61, 1), (517, 33), (7, 5)];
+        check_batch(GgmlType::Q8_0, false, &odd, 256);
+        check_batch(GgmlType::Q4_0, false, &odd, 256);
+    }
+
+    #[test]
+    fn decode_products_match_whole_jobs() {
+        let shapes = [(1024, 1), (256, 1), (2048, 1)];
+        check_batch(GgmlType::Q4_0, true, &shapes, 1024);
+        check_batch(GgmlType::Q6_K, false, &[(1000, 1), (333, 1)], 1024);
+    }
+}
