@@ -107,28 +107,29 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut next_token = move || rng.below(vocab as u64) as u32;
     let mut pp = Vec::new();
     let mut tg = Vec::new();
-    // Warm-up: one short run touches the weights (and fills an expert cache).
-    {
-        let mut st = model.new_state(loaded.n_ctx);
-        let warm: Vec<u32> = (0..4.min(loaded.n_ctx)).map(|_| next_token()).collect();
-        model.forward(&mut st, &warm, LogitsWanted::Last, None)?;
-    }
+    // Warm-up: one short run touches the weights (and fills an expert cache). Like
+    // llama-bench, every repetition then reuses this state with its context cleared, so the
+    // timed runs do not fault in fresh buffers, and decode keeps its logits in place as
+    // generation does.
+    let mut st = model.new_state(loaded.n_ctx);
+    let warm: Vec<u32> = (0..4.min(loaded.n_ctx)).map(|_| next_token()).collect();
+    model.forward_in_place(&mut st, &warm, LogitsWanted::Last, None)?;
     let store_before = model.store.stats();
     for _ in 0..reps {
         if args.n_prompt > 0 {
             let toks: Vec<u32> = (0..args.n_prompt).map(|_| next_token()).collect();
-            let mut st = model.new_state(loaded.n_ctx);
+            st.truncate(0);
             let t = Instant::now();
             for chunk in toks.chunks(margs.ubatch) {
-                model.forward(&mut st, chunk, LogitsWanted::Last, None)?;
+                model.forward_in_place(&mut st, chunk, LogitsWanted::Last, None)?;
             }
             pp.push(args.n_prompt as f64 / t.elapsed().as_secs_f64());
         }
         if args.n_gen > 0 {
-            let mut st = model.new_state(loaded.n_ctx);
+            st.truncate(0);
             let t = Instant::now();
             for _ in 0..args.n_gen {
-                model.forward(&mut st, &[next_token()], LogitsWanted::Last, None)?;
+                model.forward_in_place(&mut st, &[next_token()], LogitsWanted::Last, None)?;
             }
             tg.push(args.n_gen as f64 / t.elapsed().as_secs_f64());
         }

@@ -1,0 +1,95 @@
+//! `moe-edge bench` as a user runs it: repetitions, JSON fields, and the weight bytes it counts
+//! per generated token checked against the bundled model's tensor table.
+
+use std::path::Path;
+use std::process::Command;
+
+use moe_edge::gguf::GgufFile;
+
+const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/rustdoc-moe-q8_0.gguf");
+
+/// Bytes a decode step reads, from the file's tensor table: every layer's attention
+/// projections and router, `top_k` experts' gate, up and down, the output head (the embedding
+/// matrix when it is tied) and one embedding row. Norms are left out, as in the roofline.
+fn bytes_per_token_from_file(path: &str) -> u64 {
+    let file = GgufFile::open(Path::new(path)).unwrap();
+    let meta = file.metadata();
+    let arch = meta.get("general.architecture").unwrap().as_str().unwrap();
+    let key = |k: &str| meta.get(&format!("{arch}.{k}")).unwrap().as_u64().unwrap();
+    let (n_expert, top_k) = (key("expert_count"), key("expert_used_count"));
+    let bytes = |name: &str| file.tensor(name).map(|t| t.n_bytes);
+    let embd = file.tensor("token_embd.weight").unwrap();
+    let mut total = bytes("output.weight").unwrap_or(embd.n_bytes) + embd.row_bytes() as u64;
+    let mut layers = 0;
+    while bytes(&format!("blk.{layers}.attn_q.weight")).is_some() {
+        let b = |part: &str| bytes(&format!("blk.{layers}.{part}.weight")).unwrap();
+        total += ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate_inp"]
+            .iter()
+            .map(|p| b(p))
+            .sum::<u64>();
+        let per_expert: u64 = ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"]
+            .iter()
+            .map(|p| b(p) / n_expert)
+            .sum();
+        total += per_expert * top_k;
+        layers += 1;
+    }
+    assert!(layers > 0, "no layers found");
+    total
+}
+
+#[test]
+fn bench_json_reports_every_repetition_and_the_roofline() {
+    let out = Command::new(env!("CARGO_BIN_EXE_moe-edge"))
+        .args([
+            "bench", "-p", "16", "-n", "4", "-r", "2", "-t", "2", "--json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["model"], "rustdoc-moe-q8_0.gguf");
+    assert_eq!(v["n_prompt"], 16);
+    assert_eq!(v["n_gen"], 4);
+    assert_eq!(v["repetitions"], 2);
+    for test in ["pp", "tg"] {
+        let runs = v[format!("{test}_tps")].as_array().unwrap();
+        assert_eq!(runs.len(), 2, "{test}: one figure per repetition");
+        assert!(
+            runs.iter().all(|x| x.as_f64().unwrap() > 0.0),
+            "{test}: {runs:?}"
+        );
+        let mean = v[format!("{test}_mean")].as_f64().unwrap();
+        let expect = runs.iter().map(|x| x.as_f64().unwrap()).sum::<f64>() / 2.0;
+        assert!(
+            (mean - expect).abs() <= 1e-9 * expect,
+            "{test} mean {mean} vs {expect}"
+        );
+    }
+    assert_eq!(
+        v["bytes_per_token"].as_u64().unwrap(),
+        bytes_per_token_from_file(BUNDLED)
+    );
+    let bandwidth = v["read_bandwidth"].as_f64().unwrap();
+    let roofline = v["roofline_tps"].as_f64().unwrap();
+    let per_token = v["bytes_per_token"].as_f64().unwrap();
+    assert!(bandwidth > 1e8, "read bandwidth {bandwidth} B/s");
+    assert!((roofline - bandwidth / per_token).abs() <= 1e-6 * roofline);
+    let fraction = v["roofline_fraction"].as_f64().unwrap();
+    let tg = v["tg_mean"].as_f64().unwrap();
+    assert!((fraction - tg / roofline).abs() <= 1e-9 * fraction.max(1e-9));
+}
+
+#[test]
+fn bench_table_names_both_tests() {
+    let out = Command::new(env!("CARGO_BIN_EXE_moe-edge"))
+        .args(["bench", "-p", "8", "-n", "2", "-r", "1", "-t", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("| pp8 |"), "{text}");
+    assert!(text.contains("| tg2 |"), "{text}");
+    assert!(text.contains("weights read per generated token"), "{text}");
+}
