@@ -4,6 +4,7 @@
 //! that all of it stays on one thread.
 
 use moe_edge::model::{LogitsWanted, Model};
+use moe_edge::rng::XorShift64;
 
 fn logits_in_batches(model: &Model, tokens: &[u32], batch: usize) -> Vec<f32> {
     let mut state = model.new_state(tokens.len());
@@ -29,16 +30,11 @@ fn a_long_batch_matches_short_micro_batches() {
         .expect("an MoE layer")
         .gate
         .rows;
-    let widest = |tokens: usize| tokens * (model.cfg.n_embd).max(model.cfg.n_expert_used * ff);
+    let widest = |tokens: usize| tokens * model.cfg.n_embd.max(model.cfg.n_expert_used * ff);
     assert!(n * model.cfg.n_embd >= 1 << 16 && widest(short) < 1 << 16);
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut rng = XorShift64::new(0x2545_F491_4F6C_DD1D);
     let tokens: Vec<u32> = (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % model.cfg.n_vocab as u64) as u32
-        })
+        .map(|_| rng.below(model.cfg.n_vocab as u64) as u32)
         .collect();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)

@@ -101,16 +101,11 @@ impl Model {
         let same_act = layout.up.ty.vec_dot_type() == layout.gate.ty.vec_dot_type();
         let by_expert = &*by_expert;
         // Each token's row is quantized once, whichever experts it goes to.
-        let act_bytes = (layout.gate.ty.vec_dot_type())
-            .row_bytes(e)
-            .expect("validated width");
+        let act_row_bytes = |ty: moe_edge_kernels::GgmlType| {
+            ty.vec_dot_type().row_bytes(e).expect("validated width")
+        };
+        let (act_bytes, up_bytes) = (act_row_bytes(layout.gate.ty), act_row_bytes(layout.up.ty));
         quantize_rows(layout.gate.ty, xn, n, xq_tokens);
-        let up_bytes = layout
-            .up
-            .ty
-            .vec_dot_type()
-            .row_bytes(e)
-            .expect("validated width");
         if !same_act {
             quantize_rows(layout.up.ty, xn, n, xq_tokens_up);
         }
