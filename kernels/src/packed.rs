@@ -48,7 +48,9 @@ pub(crate) struct PackedArgs<'a> {
     pub acts: &'a [u8],
     /// Activation block scales as f32, `[token][block]`.
     pub act_d: &'a [f32],
-    /// `8 · Σ y` of each activation block (Q4_0's zero point times the block sum), `[token][block]`.
+    /// Q4_0: `8 · Σ y` of each activation block (the zero point times the block sum),
+    /// `[token][block]`. Q4_K: the sub-block sums of each block in 16-bit pairs,
+    /// `[token][block][pair]` (see `summarize_q8_k`).
     pub act_s: &'a [i32],
     pub n_tokens: usize,
 }
@@ -343,15 +345,31 @@ fn call_kernel(
         // has `n_rows * n_tokens` entries (all checked by the callers).
         unsafe { f(&args, out) }
     };
-    if ty != GgmlType::Q4_0 {
-        return run(&[], &[]);
-    }
     SUMMARY.with(|s| {
         let mut s = s.borrow_mut();
         let (act_d, act_s) = &mut *s;
-        summarize_q8_0(acts, act_d, act_s);
+        match ty {
+            GgmlType::Q4_0 => summarize_q8_0(acts, act_d, act_s),
+            _ => summarize_q8_k(acts, act_s),
+        }
         run(act_d, act_s)
     });
+}
+
+/// The Q4_K kernels' activation summaries of Q8_K blocks: for each block, 4 words, word `i`
+/// holding the quant sums of sub-blocks `2i` (low 16 bits) and `2i + 1` (high 16 bits), each
+/// the sum of two of the block's 16-element `bsums` (|sum| ≤ 32 × 128, so it fits in 16 bits).
+/// A kernel multiplies a word by a pair of 6-bit mins with one `vpmaddwd`.
+fn summarize_q8_k(acts: &[u8], act_s: &mut Vec<i32>) {
+    act_s.clear();
+    for blk in acts.chunks_exact(292) {
+        let bsum = |i: usize| i16::from_le_bytes([blk[260 + 2 * i], blk[261 + 2 * i]]) as i32;
+        for i in 0..4 {
+            let lo = bsum(4 * i) + bsum(4 * i + 1);
+            let hi = bsum(4 * i + 2) + bsum(4 * i + 3);
+            act_s.push((lo as u16 as u32 | (hi as u16 as u32) << 16) as i32);
+        }
+    }
 }
 
 /// The Q4_0 kernels' activation summaries of Q8_0 blocks: each block's scale as f32 and 8 × the

@@ -232,7 +232,8 @@ macro_rules! packed_kernels {
                 for b in 0..nb {
                     // SAFETY: super-block column b of the group is 1152 bytes at wg + 1152b;
                     // token rows have nb Q8_K blocks of 292 bytes (both checked by
-                    // `matmul_packed_at`).
+                    // `matmul_packed_at`) and the summaries 4 words per block and token
+                    // (`summarize_q8_k`).
                     unsafe {
                         let col = wg.add(b * 1152);
                         let next = col.wrapping_add(1152);
@@ -314,17 +315,13 @@ macro_rules! packed_kernels {
                         for t in 0..T {
                             let a = args.acts.as_ptr().add((t0 + t) * ab + b * 292);
                             let d_a = (a as *const f32).read_unaligned();
-                            // Sub-block sums of the activations (pairs of its 16 bsums), packed
-                            // to 16 bits (|sum| ≤ 32 × 128); dword 0, 1, 4, 5 then hold the
-                            // sums of sub-blocks (0, 1), (2, 3), (4, 5), (6, 7).
-                            let bsums = _mm256_loadu_si256(a.add(260) as *const __m256i);
-                            let sub = _mm256_madd_epi16(bsums, _mm256_set1_epi16(1));
-                            let sub = _mm256_packs_epi32(sub, sub);
-                            // Σ_s min_s · sum_s, exactly (min < 2^6).
+                            // Σ_s min_s · sum_s, exactly (min < 2^6, |sum| ≤ 32 × 128): pairs
+                            // of sub-block sums, 16 bits each, from the summaries.
+                            let pairs = args.act_s.as_ptr().add(((t0 + t) * nb + b) * 4);
                             let mut msum = _mm256_setzero_si256();
-                            for (i, at) in [0, 1, 4, 5].into_iter().enumerate() {
-                                let pair = _mm256_permutevar8x32_epi32(sub, _mm256_set1_epi32(at));
-                                msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mn_pairs[i], pair));
+                            for (i, mn) in mn_pairs.iter().enumerate() {
+                                let pair = _mm256_set1_epi32(*pairs.add(i));
+                                msum = _mm256_add_epi32(msum, _mm256_madd_epi16(*mn, pair));
                             }
                             let da = _mm256_set1_ps(d_a);
                             acc[t] = _mm256_fmadd_ps(
