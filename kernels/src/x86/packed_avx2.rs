@@ -128,14 +128,14 @@ macro_rules! packed_kernels {
                     unsafe {
                         let p = wg.add(b * 144);
                         // Ask for the column 8 ahead now: a group is one long stream, and decode
-                        // is bound by how early its lines arrive.
-                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD) as *const i8);
-                        _mm_prefetch::<_MM_HINT_T0>(
-                            p.wrapping_add(PREFETCH_AHEAD + 64) as *const i8
-                        );
-                        _mm_prefetch::<_MM_HINT_T0>(
-                            p.wrapping_add(PREFETCH_AHEAD + 128) as *const i8
-                        );
+                        // is bound by how early its lines arrive. Only the first tile streams
+                        // the group; the later ones find it in L1.
+                        if t0 == 0 {
+                            for line in 0..3 {
+                                let at = PREFETCH_AHEAD + 64 * line;
+                                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at) as *const i8);
+                            }
+                        }
                         let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
                         let v: [__m256i; 4] = std::array::from_fn(|c| {
                             _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i)
@@ -237,8 +237,12 @@ macro_rules! packed_kernels {
                     unsafe {
                         let col = wg.add(b * 1152);
                         let next = col.wrapping_add(1152);
-                        _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
-                        _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64) as *const i8);
+                        // Only the first tile streams the group (later ones find it in L1).
+                        let stream = t0 == 0;
+                        if stream {
+                            _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
+                            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64) as *const i8);
+                        }
                         let d = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
                         let dmin = _mm256_cvtph_ps(_mm_loadu_si128(col.add(16) as *const __m128i));
                         // Scales and mins of the 8 sub-blocks as bytes (row r in byte r of
@@ -296,7 +300,9 @@ macro_rules! packed_kernels {
                         for j in 0..4 {
                             for line in 0..4 {
                                 let at = 128 + 256 * j + 64 * line;
-                                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(at) as *const i8);
+                                if stream {
+                                    _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(at) as *const i8);
+                                }
                             }
                             let v: [__m256i; 8] = std::array::from_fn(|k| {
                                 _mm256_loadu_si256(col.add(128 + 256 * j + 32 * k) as *const __m256i)
