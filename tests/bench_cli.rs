@@ -93,3 +93,31 @@ fn bench_table_names_both_tests() {
     assert!(text.contains("| tg2 |"), "{text}");
     assert!(text.contains("weights read per generated token"), "{text}");
 }
+
+#[test]
+fn prompt_only_bench_reports_no_roofline_fraction() {
+    let run = |json: bool| {
+        let mut args = vec!["bench", "-p", "8", "-n", "0", "-r", "1", "-t", "1"];
+        if json {
+            args.push("--json");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_moe-edge"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = run(false);
+    assert!(text.contains("| pp8 |"), "{text}");
+    assert!(!text.contains("| tg"), "{text}");
+    assert!(text.contains("generation roofline"), "{text}");
+    assert!(!text.contains("reached"), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&run(true)).unwrap();
+    assert!(v["roofline_tps"].as_f64().unwrap() > 0.0);
+    assert!(v["roofline_fraction"].is_null(), "{v}");
+}

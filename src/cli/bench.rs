@@ -161,7 +161,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "n_prompt": args.n_prompt, "n_gen": args.n_gen, "repetitions": reps,
             "pp_tps": pp, "pp_mean": pp_m, "pp_sd": pp_sd, "tg_tps": tg, "tg_mean": tg_m, "tg_sd": tg_sd,
             "bytes_per_token": per_token, "read_bandwidth": bandwidth, "roofline_tps": roofline,
-            "roofline_fraction": roofline.map(|r| tg_m / r),
+            "roofline_fraction": roofline.filter(|_| !tg.is_empty()).map(|r| tg_m / r),
             "expert_store": model.store.kind(), "expert_requests": requests, "expert_misses": misses,
             "expert_bytes_read": store.bytes_read - store_before.bytes_read,
             "budget": loaded.plan,
@@ -191,11 +191,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
         per_token as f64 / 1048576.0
     );
     if let (Some(b), Some(r)) = (bandwidth, roofline) {
+        // Without a generation test there is no fraction of the roofline to report.
+        let reached = if tg.is_empty() {
+            String::new()
+        } else {
+            format!("; reached {:.0} %", 100.0 * tg_m / r)
+        };
         println!(
-            "measured read bandwidth: {:.1} GB/s -> generation roofline {:.1} t/s; reached {:.0} %",
-            b / 1e9,
-            r,
-            100.0 * tg_m / r
+            "measured read bandwidth: {:.1} GB/s -> generation roofline {r:.1} t/s{reached}",
+            b / 1e9
         );
     }
     if kind == "cached" && requests > 0 {
