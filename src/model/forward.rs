@@ -8,8 +8,8 @@ use rayon::prelude::*;
 
 use super::config::{Config, QkNorm, RopeStyle};
 use super::linalg::{
-    linear, linear_many, per_row, quantize_rows, rms_norm, rms_norm_inplace, rope, sigmoid, silu,
-    LinearJob,
+    linear, linear_many, per_row, quantize_rows, rms_norm, rms_norm_inplace, rope_heads, sigmoid,
+    silu, LinearJob,
 };
 use super::scratch::{sized, zeroed, AttnScratch, PredictScratch, Scratch};
 use super::weights::{DenseFfn, Ffn, LayerWeights, Matrix};
@@ -401,9 +401,7 @@ impl Model {
         let p0 = state.n_past;
         for (rows, width) in [(&mut *q, qd), (&mut *k, kd)] {
             per_row(rows, width, |t, row| {
-                for h in row.chunks_exact_mut(hd) {
-                    rope(h, p0 + t, cfg.rope_dims, cfg.rope_base, neox);
-                }
+                rope_heads(row, hd, p0 + t, cfg.rope_dims, cfg.rope_base, neox);
             });
         }
         let n_ctx = state.n_ctx;

@@ -276,22 +276,38 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// Rotary embedding of one head in place, ggml's way (theta advanced by repeated products).
-pub fn rope(head: &mut [f32], pos: usize, n_rot: usize, base: f32, neox: bool) {
+/// Rotary embedding in place of every `head_dim`-wide head of one token's row, ggml's way
+/// (theta advanced by repeated products).
+pub fn rope_heads(
+    row: &mut [f32],
+    head_dim: usize,
+    pos: usize,
+    n_rot: usize,
+    base: f32,
+    neox: bool,
+) {
+    // The angles depend only on the position and the dimension pair: computed once for all
+    // the row's heads.
     let theta_scale = base.powf(-2.0 / n_rot as f32);
     let mut theta = pos as f32;
-    for i in (0..n_rot).step_by(2) {
-        let (sin, cos) = theta.sin_cos();
-        let (a, b) = if neox {
-            (i / 2, i / 2 + n_rot / 2)
-        } else {
-            (i, i + 1)
-        };
-        let x0 = head[a];
-        let x1 = head[b];
-        head[a] = x0 * cos - x1 * sin;
-        head[b] = x0 * sin + x1 * cos;
+    let mut angles: SmallVec<[(f32, f32); 128]> = SmallVec::new();
+    for _ in (0..n_rot).step_by(2) {
+        angles.push(theta.sin_cos());
         theta *= theta_scale;
+    }
+    for head in row.chunks_exact_mut(head_dim) {
+        for (k, &(sin, cos)) in angles.iter().enumerate() {
+            let i = 2 * k;
+            let (a, b) = if neox {
+                (i / 2, i / 2 + n_rot / 2)
+            } else {
+                (i, i + 1)
+            };
+            let x0 = head[a];
+            let x1 = head[b];
+            head[a] = x0 * cos - x1 * sin;
+            head[b] = x0 * sin + x1 * cos;
+        }
     }
 }
 
