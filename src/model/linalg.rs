@@ -287,7 +287,7 @@ pub fn rope_heads(
     neox: bool,
 ) {
     // The angles depend only on the position and the dimension pair: computed once for all
-    // the row's heads.
+    // the row's heads (on the stack for up to 256 rotated dimensions).
     let theta_scale = base.powf(-2.0 / n_rot as f32);
     let mut theta = pos as f32;
     let mut angles: SmallVec<[(f32, f32); 128]> = SmallVec::new();
@@ -297,11 +297,10 @@ pub fn rope_heads(
     }
     for head in row.chunks_exact_mut(head_dim) {
         for (k, &(sin, cos)) in angles.iter().enumerate() {
-            let i = 2 * k;
             let (a, b) = if neox {
-                (i / 2, i / 2 + n_rot / 2)
+                (k, k + n_rot / 2)
             } else {
-                (i, i + 1)
+                (2 * k, 2 * k + 1)
             };
             let x0 = head[a];
             let x1 = head[b];
