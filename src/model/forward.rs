@@ -5,6 +5,8 @@
 
 use anyhow::{bail, Result};
 use rayon::prelude::*;
+use smallvec::SmallVec;
+use std::sync::Mutex;
 
 use super::config::{Config, QkNorm, RopeStyle};
 use super::linalg::{
@@ -165,6 +167,7 @@ impl Model {
                 });
                 moe_edge_kernels::reserve_thread_scratch(blocks);
             });
+            super::pool::on_each_helper(&|| moe_edge_kernels::reserve_thread_scratch(blocks));
             state.threads_ready = true;
         }
         // The buffers leave `state` for the call (the attention needs `state` too) and go back
@@ -334,6 +337,7 @@ impl Model {
             qk,
             qv,
             heads,
+            scores,
             out,
         } = a;
         let (q, k, v) = (sized(q, n * qd), sized(k, n * kd), sized(v, n * vd));
@@ -415,31 +419,56 @@ impl Model {
         let group = cfg.n_head / cfg.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
         let heads = zeroed(heads, n * cfg.n_head * hdv);
-        heads.par_chunks_mut(hdv).enumerate().for_each(|(i, o)| {
-            let (t, h) = (i / cfg.n_head, i % cfg.n_head);
-            let kvh = h / group;
-            let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
-            let n_keys = p0 + t + 1;
-            SCORES.with(|s| {
-                let mut scores = s.borrow_mut();
-                if scores.capacity() < n_ctx {
-                    // Once per thread and context size, not per token.
-                    let len = scores.len();
-                    scores.reserve(n_ctx - len);
+        let head = AttnHead {
+            q,
+            kc,
+            vc,
+            qd,
+            kd,
+            vd,
+            hd,
+            hdv,
+            n_head: cfg.n_head,
+            group,
+            scale,
+            p0,
+        };
+        if n == 1 {
+            // Decode: on the spinning pool, a few heads per task, each task with its own row
+            // of `scores` (sized once per state).
+            let tasks = cfg.n_head.min(DECODE_ATTN_TASKS);
+            let per = cfg.n_head.div_ceil(tasks);
+            let scores = sized(scores, tasks * n_ctx);
+            let cells: SmallVec<[HeadTask<'_>; DECODE_ATTN_TASKS]> = heads
+                .chunks_mut(per * hdv)
+                .zip(scores.chunks_exact_mut(n_ctx))
+                .map(Mutex::new)
+                .collect();
+            let run = |task: usize| {
+                let mut cell = cells[task].lock().expect("a task runs once");
+                let (out, scores) = &mut *cell;
+                for (j, o) in out.chunks_exact_mut(hdv).enumerate() {
+                    head.attend(task * per + j, scores, o);
                 }
-                scores.resize(n_keys, 0.0);
-                moe_edge_kernels::dot_rows(qh, &kc[kvh * hd..], kd, scale, &mut scores);
-                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let mut sum = 0f64;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s as f64;
-                }
-                let inv = (1.0 / sum) as f32;
-                scores.iter_mut().for_each(|s| *s *= inv);
-                moe_edge_kernels::weighted_rows(&scores, &vc[kvh * hdv..], vd, o);
+            };
+            if !super::pool::try_run(cells.len(), &run) {
+                (0..cells.len()).for_each(run);
+            }
+        } else {
+            heads.par_chunks_mut(hdv).enumerate().for_each(|(i, o)| {
+                SCORES.with(|s| {
+                    let mut scores = s.borrow_mut();
+                    if scores.capacity() < n_ctx {
+                        // Once per thread and context size, not per token.
+                        let len = scores.len();
+                        scores.reserve(n_ctx - len);
+                    }
+                    let n_keys = p0 + i / cfg.n_head + 1;
+                    scores.resize(n_keys, 0.0);
+                    head.attend(i, &mut scores, o);
+                });
             });
-        });
+        }
         let out = zeroed(out, n * cfg.n_embd);
         apply_linear(&layer.wo, heads, n, qbuf, out);
         add_bias(out, &layer.bo);
@@ -488,6 +517,49 @@ impl Model {
         self.store.prefetch(il + 1, &p.union);
         self.prefetcher
             .set_prediction(il + 1, &p.experts, &p.starts);
+    }
+}
+
+/// Tasks of a decode step's attention (at most; fewer for fewer heads).
+const DECODE_ATTN_TASKS: usize = 16;
+
+/// A decode attention task: its heads' outputs and its scores row.
+type HeadTask<'a> = Mutex<(&'a mut [f32], &'a mut [f32])>;
+
+/// What one head's attention over the cache needs (one layer, tokens at positions `p0..`).
+struct AttnHead<'a> {
+    q: &'a [f32],
+    kc: &'a [f32],
+    vc: &'a [f32],
+    qd: usize,
+    kd: usize,
+    vd: usize,
+    hd: usize,
+    hdv: usize,
+    n_head: usize,
+    group: usize,
+    scale: f32,
+    p0: usize,
+}
+
+impl AttnHead<'_> {
+    /// Head `i % n_head` of token `i / n_head` into `o`; `scores` holds at least its keys.
+    fn attend(&self, i: usize, scores: &mut [f32], o: &mut [f32]) {
+        let (t, h) = (i / self.n_head, i % self.n_head);
+        let kvh = h / self.group;
+        let (hd, hdv) = (self.hd, self.hdv);
+        let qh = &self.q[t * self.qd + h * hd..t * self.qd + (h + 1) * hd];
+        let scores = &mut scores[..self.p0 + t + 1];
+        moe_edge_kernels::dot_rows(qh, &self.kc[kvh * hd..], self.kd, self.scale, scores);
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut sum = 0f64;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s as f64;
+        }
+        let inv = (1.0 / sum) as f32;
+        scores.iter_mut().for_each(|s| *s *= inv);
+        moe_edge_kernels::weighted_rows(scores, &self.vc[kvh * hdv..], self.vd, o);
     }
 }
 

@@ -233,7 +233,21 @@ pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
         1 => tasks[0].run(),
         // One task per rayon leaf: with few threads rayon otherwise runs a quarter of the
         // list as one unsplittable sequence, and the last of those leaves one thread idle.
-        _ => tasks.par_iter_mut().with_max_len(1).for_each(Task::run),
+        n => {
+            // A decode step's regions are short: the spinning pool starts them without a
+            // fork-join (rayon takes a batch's, or a region while the pool is busy).
+            if single {
+                let cells: SmallVec<[std::sync::Mutex<Task<'_>>; 64]> =
+                    tasks.drain(..).map(std::sync::Mutex::new).collect();
+                let run = |i: usize| cells[i].lock().expect("a task runs once").run();
+                if super::pool::try_run(n, &run) {
+                    return;
+                }
+                (0..n).into_par_iter().with_max_len(1).for_each(run);
+            } else {
+                tasks.par_iter_mut().with_max_len(1).for_each(Task::run);
+            }
+        }
     }
 }
 

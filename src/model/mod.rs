@@ -5,6 +5,7 @@ pub mod config;
 mod forward;
 pub mod linalg;
 mod moe;
+mod pool;
 pub mod prefetch;
 mod scratch;
 pub mod weights;

@@ -37,6 +37,8 @@ pub(super) struct AttnScratch {
     pub qv: Vec<u8>,
     /// Per-head outputs `[n][n_head][head_dim_v]`.
     pub heads: Vec<f32>,
+    /// A decode step's attention scores, one row of `n_ctx` per task.
+    pub scores: Vec<f32>,
     /// After the output projection `[n][n_embd]`.
     pub out: Vec<f32>,
 }
