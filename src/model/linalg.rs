@@ -24,6 +24,51 @@ pub fn quantize_rows(ty: GgmlType, x: &[f32], n_rows: usize, out: &mut Vec<u8>) 
     }
 }
 
+/// SwiGLU of `n_rows` rows (`gate[i] = silu(gate[i]) · up[i]`) and the result quantized for
+/// `ty` into `out`, row by row: over the pool for a batch, and for a decode step's few rows on
+/// the spinning pool (the SiLU's `exp` would otherwise run on one thread while the others wait).
+pub fn swiglu_quantize_rows(
+    ty: GgmlType,
+    gate: &mut [f32],
+    up: &[f32],
+    n_rows: usize,
+    out: &mut Vec<u8>,
+) {
+    let vt = ty.vec_dot_type();
+    let cols = gate.len() / n_rows.max(1);
+    let rb = vt
+        .row_bytes(cols)
+        .expect("activation width is a multiple of the block size");
+    out.resize(rb * n_rows, 0);
+    let one_row = |g: &mut [f32], u: &[f32], dst: &mut [u8]| {
+        for (a, b) in g.iter_mut().zip(u) {
+            *a = silu(*a) * b;
+        }
+        moe_edge_kernels::quantize_activation(vt, g, dst);
+    };
+    if gate.len() >= PARALLEL_MIN {
+        gate.par_chunks_exact_mut(cols)
+            .zip(up.par_chunks_exact(cols))
+            .zip(out.par_chunks_exact_mut(rb))
+            .for_each(|((g, u), dst)| one_row(g, u, dst));
+        return;
+    }
+    type RowTask<'a> = std::sync::Mutex<(&'a mut [f32], &'a mut [u8])>;
+    let cells: SmallVec<[RowTask<'_>; 16]> = gate
+        .chunks_exact_mut(cols)
+        .zip(out.chunks_exact_mut(rb))
+        .map(std::sync::Mutex::new)
+        .collect();
+    let run = |i: usize| {
+        let mut cell = cells[i].lock().expect("a row runs once");
+        let (g, dst) = &mut *cell;
+        one_row(g, &up[i * cols..(i + 1) * cols], dst);
+    };
+    if n_rows < 2 || !super::pool::try_run(n_rows, &run) {
+        (0..n_rows).for_each(run);
+    }
+}
+
 /// Elements of elementwise work below which it stays in the calling thread: a fork-join costs
 /// more than a token's worth (decode never forks for it, and so never allocates for it).
 const PARALLEL_MIN: usize = 1 << 16;

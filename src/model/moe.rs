@@ -5,7 +5,7 @@ use anyhow::Result;
 use smallvec::SmallVec;
 
 use super::forward::{apply_linear, RouteObserver};
-use super::linalg::{linear_many, per_row, quantize_rows, silu, LinearJob};
+use super::linalg::{linear_many, per_row, quantize_rows, swiglu_quantize_rows, LinearJob};
 use super::scratch::{at_least, sized, zeroed, MoeScratch};
 use super::weights::{ExpertLayout, Matrix};
 use super::Model;
@@ -175,13 +175,13 @@ impl Model {
                     linear_many(&mut jobs);
                     drop(jobs);
                     // silu(gate) · up, quantized for down.
-                    let up_all = &up[..pairs * ff];
-                    per_row(&mut gate[..pairs * ff], ff, |p, row| {
-                        for (a, b) in row.iter_mut().zip(&up_all[p * ff..(p + 1) * ff]) {
-                            *a = silu(*a) * b;
-                        }
-                    });
-                    quantize_rows(layout.down.ty, &gate[..pairs * ff], pairs, xq_down);
+                    swiglu_quantize_rows(
+                        layout.down.ty,
+                        &mut gate[..pairs * ff],
+                        &up[..pairs * ff],
+                        pairs,
+                        xq_down,
+                    );
                     let down_bytes = xq_down.len() / pairs.max(1);
                     let mut jobs = Jobs::new();
                     let mut d_rest = sized(down, pairs * e);
