@@ -220,9 +220,9 @@ const MIN_TASK_BYTES: usize = 32 << 10;
 /// Tasks per pool thread in a product of several tokens.
 const TASKS_PER_THREAD_BATCH: usize = 16;
 
-/// Tasks per thread in a decode step: the spinning pool hands them out with one atomic
-/// exchange each, so they can be finer than rayon's (4 measured slower, 16 no better).
-const TASKS_PER_THREAD_DECODE: usize = 8;
+/// A decode task takes 1 / (threads × this) of the work left in its region (guided
+/// self-scheduling on the spinning pool, which hands tasks out in order).
+const DECODE_GUIDE: usize = 2;
 
 /// Rows per task of `w` times `n_tok` tokens when a task should do about `task_work` (weight
 /// bytes times tokens): whole packed groups, at most the whole matrix.
@@ -241,16 +241,12 @@ fn rows_per_task(w: &WeightView<'_>, n_tok: usize, task_work: usize) -> usize {
 pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
     let threads = rayon::current_num_threads().max(1);
     // Tasks are sized by work (weight bytes times tokens), since the jobs of a prompt's MoE
-    // have different token counts. A batch is cut finer than a decode step: its tasks are
-    // long, so the one a thread finishes last would otherwise leave the other idle.
+    // have different token counts: a batch's into TASKS_PER_THREAD_BATCH equal shares per
+    // thread, a decode step's into guided shares (below).
     let single = jobs.iter().all(|j| j.n_tok == 1);
     let total_work: usize = jobs.iter().map(|j| j.w.bytes.len() * j.n_tok).sum();
-    let per_thread = if single {
-        TASKS_PER_THREAD_DECODE
-    } else {
-        TASKS_PER_THREAD_BATCH
-    };
-    let task_work = (total_work / (threads * per_thread)).max(MIN_TASK_BYTES);
+    let task_work = (total_work / (threads * TASKS_PER_THREAD_BATCH)).max(MIN_TASK_BYTES);
+    let mut work_left = total_work;
     let mut tasks: SmallVec<[Task<'_>; 64]> = SmallVec::new();
     for j in jobs.iter_mut() {
         debug_assert_eq!(j.out.len(), j.w.rows * j.n_tok);
@@ -268,9 +264,27 @@ pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
             out,
         };
         if n_tok == 1 {
-            // One token: the tasks' rows are contiguous slices of the output.
-            for (i, part) in j.out.chunks_mut(c).enumerate() {
-                tasks.push(task(i * c, TaskOut::Rows(part)));
+            // One token: the tasks' rows are contiguous slices of the output. Guided sizes:
+            // each task takes a share of the work still left in the region, so tasks shrink
+            // toward its end and the thread that finishes first waits for a small one.
+            let rb = w.ty.row_bytes(w.cols).expect("validated shape");
+            let mut rest = &mut *j.out;
+            let mut r0 = 0;
+            while !rest.is_empty() {
+                let share = (work_left / (threads * DECODE_GUIDE)).max(MIN_TASK_BYTES);
+                let c = rows_per_task(&w, 1, share).min(rest.len());
+                let (part, tail) = std::mem::take(&mut rest).split_at_mut(c);
+                rest = tail;
+                tasks.push(Task {
+                    w,
+                    xq,
+                    n_tok,
+                    r0,
+                    n_rows: c,
+                    out: TaskOut::Rows(part),
+                });
+                r0 += c;
+                work_left = work_left.saturating_sub(c * rb);
             }
         } else if w.rows <= c {
             tasks.push(task(0, TaskOut::Rows(&mut *j.out)));
