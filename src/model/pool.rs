@@ -214,8 +214,15 @@ pub fn try_run(n: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
         }
         s.done.fetch_add(1, Ordering::Release);
     }
+    // Spin: the last tasks are short. Yield now and then, in case a helper was preempted
+    // (more threads than cores) and needs this core to finish.
+    let mut spins = 0u32;
     while s.done.load(Ordering::Acquire) < n {
         std::hint::spin_loop();
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(4096) {
+            std::thread::yield_now();
+        }
     }
     if let Some(e) = own_panic {
         resume_unwind(e);
@@ -261,20 +268,37 @@ mod tests {
     #[test]
     fn every_index_runs_exactly_once_region_after_region() {
         let hits: Vec<AtomicUsize> = (0..200).map(|_| AtomicUsize::new(0)).collect();
+        let publisher = std::thread::current().id();
+        let on_helpers = AtomicUsize::new(0);
         for n in [0, 1, 2, 3, 17, 64, 200] {
             for _ in 0..50 {
                 hits.iter().for_each(|h| h.store(0, Ordering::Relaxed));
-                let ran = try_run(n, &|i| {
+                let task = |i: usize| {
+                    // A little work per task, so that the threads claim side by side.
+                    let mut x = i as u64;
+                    for _ in 0..200 {
+                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005) + 1);
+                    }
                     hits[i].fetch_add(1, Ordering::Relaxed);
-                });
-                if !ran {
-                    continue; // another test thread holds the pool
+                    if std::thread::current().id() != publisher {
+                        on_helpers.fetch_add(1, Ordering::Relaxed);
+                    }
+                };
+                // Another test thread may hold the pool for a moment: retry until it is ours.
+                while !try_run(n, &task) {
+                    std::thread::yield_now();
                 }
                 for (i, h) in hits.iter().enumerate() {
                     let want = usize::from(i < n);
                     assert_eq!(h.load(Ordering::Relaxed), want, "index {i} of {n}");
                 }
             }
+        }
+        if pool().helpers > 0 {
+            assert!(
+                on_helpers.load(Ordering::Relaxed) > 0,
+                "no task ran on a helper"
+            );
         }
     }
 
