@@ -25,8 +25,8 @@ pub fn quantize_rows(ty: GgmlType, x: &[f32], n_rows: usize, out: &mut Vec<u8>) 
 }
 
 /// SwiGLU of `n_rows` rows (`gate[i] = silu(gate[i]) · up[i]`) and the result quantized for
-/// `ty` into `out`, row by row: over the pool for a batch, and for a decode step's few rows on
-/// the spinning pool (the SiLU's `exp` would otherwise run on one thread while the others wait).
+/// `ty` into `out`, row by row: over rayon for a batch, and for a decode step's few rows on
+/// the spinning decode pool (`super::pool`) (the SiLU's `exp` would otherwise run on one thread while the others wait).
 pub fn swiglu_quantize_rows(
     ty: GgmlType,
     gate: &mut [f32],
@@ -235,8 +235,9 @@ fn rows_per_task(w: &WeightView<'_>, n_tok: usize, task_work: usize) -> usize {
 }
 
 /// Runs several independent products in one parallel region: every job's rows are cut into
-/// tasks of whole packed groups, and the rayon pool takes them all at once (one fork-join for,
-/// say, the gate and up projections of every routed expert, instead of one per matrix).
+/// tasks of whole packed groups, and one pool takes them all at once (one region for, say, the
+/// gate and up projections of every routed expert, instead of one per matrix): rayon for a
+/// batch, the spinning decode pool (`super::pool`) for a decode step.
 /// A decode step (one token per job) allocates nothing: the task list lives on the stack.
 pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
     let threads = rayon::current_num_threads().max(1);
