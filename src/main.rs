@@ -90,12 +90,21 @@ fn keep_freed_memory_for_reuse() {
     }
 }
 
+/// llama.cpp's multi-letter short flags, which clap cannot declare, spelled as our long ones.
+fn llama_style_flag(arg: std::ffi::OsString) -> std::ffi::OsString {
+    match arg.to_str() {
+        Some("-ctk") => "--cache-type-k".into(),
+        Some("-ctv") => "--cache-type-v".into(),
+        _ => arg,
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();
     keep_freed_memory_for_reuse();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(std::env::args_os().map(llama_style_flag));
     let result = start_pool(&cli.command).and_then(|()| {
         // The command runs on a worker of the pool, so its parallel regions are forked from
         // inside the pool (no job is injected from outside per region, which costs rayon an

@@ -16,11 +16,20 @@ For every fixture in FIXTURES this script
 
 Usage:
     python tools/make_fixtures.py --out-dir tests/fixtures/parity [--seed N] \
-        [--vocab SLOT=PATH ...] [--vocab-limit N] [--only NAME ...]
+        [--vocab SLOT=PATH ...] [--vocab-limit N] [--only NAME ...] [--kv-type {f32,f16}]
 
 llama-cpp-python must be importable (see tools/README.md, "building the llama.cpp reference").
 Output: <name>.gguf and <name>.json per fixture, and MANIFEST.md. Same seed and inputs give
 byte-identical GGUFs.
+
+With --kv-type f16 the logits are recorded with an f16 K and V cache instead (flash attention still
+off). The GGUFs are not rewritten: each one is rebuilt in a temporary folder (router draws chosen
+with the f32 KV cache, as always, so the weights do not depend on --kv-type) and must be
+byte-identical to the existing <out-dir>/<name>.gguf (same --seed/--vocab/--vocab-limit as when it
+was made), which is then run with the f16 KV cache; its router logits must pass the same check
+(same top-k as the float64 forward, margin >= ROUTER_MIN_MARGIN) or the script fails. Output:
+<name>.kv_f16.json (the fields of <name>.json plus "kv_type": "f16") and a regenerated section of
+MANIFEST.md between KV_SECTION_BEGIN/END markers; the rest of MANIFEST.md is left alone.
 """
 
 from __future__ import annotations
@@ -46,6 +55,11 @@ import gguf
 # llama_ftype values (llama.h) and ggml_type values (ggml.h) used here
 FTYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18, "BF16": 32}
 GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "q4_K": 12, "q5_K": 13, "q6_K": 14, "bf16": 30}
+KV_TYPES = ("f32", "f16")  # --kv-type: ggml type of the K and V cache (GGML_TYPES)
+
+# MANIFEST.md section for the f16-KV fixtures, rewritten between these lines by every --kv-type f16 run
+KV_SECTION_BEGIN = "<!-- kv_f16 fixtures: begin (written by tools/make_fixtures.py --kv-type f16) -->"
+KV_SECTION_END = "<!-- kv_f16 fixtures: end -->"
 
 DEFAULT_VOCABS = {
     "spm": "ggml-vocab-llama-spm.gguf",
@@ -475,9 +489,9 @@ class LlamaCpp:
         if rc != 0:
             raise RuntimeError(f"llama_model_quantize failed for {spec.name}: {rc}")
 
-    def run(self, path: pathlib.Path, text: str, want_router: bool):
-        """Tokenize `text` (with BOS), decode it as one sequence; returns tokens, logits
-        [n_tokens, n_vocab] and, if asked, the router logits per layer [n_tokens, n_expert]."""
+    def run(self, path: pathlib.Path, text: str, want_router: bool, kv_type: str = "f32"):
+        """Tokenize `text` (with BOS), decode it as one sequence with a `kv_type` K and V cache; returns
+        tokens, logits [n_tokens, n_vocab] and, if asked, the router logits per layer [n_tokens, n_expert]."""
         L = self.L
         mparams = L.llama_model_default_params()
         model = L.llama_model_load_from_file(str(path).encode(), mparams)
@@ -498,7 +512,7 @@ class LlamaCpp:
             tokens = tokens[:MAX_TOKENS]
             if len(tokens) < MIN_TOKENS:
                 raise RuntimeError(f"only {len(tokens)} tokens")
-            logits = self._decode(model, tokens, n_vocab, None)
+            logits = self._decode(model, tokens, n_vocab, None, kv_type)
             router = None
             if want_router:
                 router = {}
@@ -514,12 +528,12 @@ class LlamaCpp:
                     router[int(name.rsplit("-", 1)[1])] = data.reshape(len(tokens), -1)
                     return True
 
-                self._decode(model, tokens, n_vocab, cb)
+                self._decode(model, tokens, n_vocab, cb, kv_type)
             return tokens, logits, router
         finally:
             L.llama_model_free(model)
 
-    def _decode(self, model, tokens, n_vocab, cb):
+    def _decode(self, model, tokens, n_vocab, cb, kv_type: str = "f32"):
         L = self.L
         cparams = L.llama_context_default_params()
         cparams.n_ctx = 64
@@ -528,8 +542,8 @@ class LlamaCpp:
         cparams.n_seq_max = 1
         cparams.n_threads = 2
         cparams.n_threads_batch = 2
-        cparams.type_k = 0  # f32 KV cache
-        cparams.type_v = 0
+        cparams.type_k = GGML_TYPES[kv_type]  # 0: f32 KV cache (default), 1: f16 (--kv-type f16)
+        cparams.type_v = GGML_TYPES[kv_type]
         cparams.flash_attn_type = 0  # disabled: plain softmax(QK^T)V in f32
         keep = None
         if cb is not None:
@@ -700,13 +714,20 @@ def fmt(x: float) -> float:
 
 
 def make_fixture(spec: Spec, out_dir: pathlib.Path, vocab_paths: dict, vocab_limit_override, seed: int,
-                 lc: LlamaCpp, tmp: pathlib.Path) -> dict:
+                 lc: LlamaCpp, tmp: pathlib.Path, kv_type: str = "f32") -> dict:
     limit = spec.vocab_limit if vocab_limit_override is None else (vocab_limit_override or None)
     vocab_kv, n_vocab, vocab_desc = load_vocab(vocab_paths[spec.vocab], limit)
     rng = np.random.default_rng(stable_seed(seed, spec.name, "text"))
     text = SENTENCES[int(rng.integers(len(SENTENCES)))]
     f32_path = tmp / f"{spec.name}.f32.gguf"
     out_path = out_dir / f"{spec.name}.gguf"
+    existing = None
+    if kv_type != "f32":
+        # the GGUF is only rebuilt as a check: into tmp, then compared with the existing one. The router
+        # draws below (part of the weights) are chosen with the f32 KV cache as when it was made.
+        existing, out_path = out_path, tmp / f"{spec.name}.gguf"
+        if not existing.exists():
+            raise RuntimeError(f"{spec.name}: --kv-type {kv_type} needs the existing {existing}")
     margin = None
     tries = [0] * spec.n_layer
 
@@ -737,6 +758,27 @@ def make_fixture(spec: Spec, out_dir: pathlib.Path, vocab_paths: dict, vocab_lim
         margin = min(router_ok(router[i], ref_router[i], spec.n_expert_used)[1] for i in range(spec.n_layer))
     if f32_path.exists():
         f32_path.unlink()
+    if existing is not None:
+        if out_path.read_bytes() != existing.read_bytes():
+            raise RuntimeError(
+                f"{spec.name}: the rebuilt GGUF differs from {existing} (another --seed, --vocab or "
+                f"--vocab-limit than when it was written?); not writing {spec.name}.kv_{kv_type}.json")
+        out_path.unlink()
+        out_path = existing
+        tokens, logits, router = lc.run(out_path, text, want_router=spec.n_expert > 0, kv_type=kv_type)
+        if spec.n_expert:
+            # the router check again, on the router logits llama.cpp computed with this KV cache
+            ref_router = {}
+            numpy_logits(out_path, tokens, ref_router)
+            checks = [router_ok(router[i], ref_router[i], spec.n_expert_used) for i in range(spec.n_layer)]
+            for layer, (ok, m) in enumerate(checks):
+                print(f"  layer {layer} with the {kv_type} KV cache: margin {m:.3f}", flush=True)
+                if not ok:
+                    raise RuntimeError(f"{spec.name}: with the {kv_type} KV cache, layer {layer}'s router "
+                                       f"disagrees with the float64 forward or has margin {m:.3f} < "
+                                       f"{ROUTER_MIN_MARGIN}; not writing {spec.name}.kv_{kv_type}.json")
+            margin = min(m for _, m in checks)
+    json_path = out_dir / (f"{spec.name}.json" if existing is None else f"{spec.name}.kv_{kv_type}.json")
 
     if not np.all(np.isfinite(logits)):
         raise RuntimeError(f"{spec.name}: non-finite logits")
@@ -755,13 +797,14 @@ def make_fixture(spec: Spec, out_dir: pathlib.Path, vocab_paths: dict, vocab_lim
         "model": out_path.name,
         "arch": spec.arch,
         "ftype": spec.ftype,
+        **({} if existing is None else {"kv_type": kv_type}),
         "tokens": [int(t) for t in tokens],
         "n_vocab": int(n_vocab),
         "columns": columns,
         "logits": [[fmt(v) for v in row[columns]] for row in logits],
         "top": [[int(t) for t in row] for row in top],
     }
-    (out_dir / f"{spec.name}.json").write_text(json.dumps(record, separators=(",", ":")) + "\n")
+    json_path.write_text(json.dumps(record, separators=(",", ":")) + "\n")
     return {
         "spec": spec,
         "vocab": vocab_desc,
@@ -769,11 +812,14 @@ def make_fixture(spec: Spec, out_dir: pathlib.Path, vocab_paths: dict, vocab_lim
         "types": tensor_types(out_path),
         "margin": margin,
         "gguf_size": out_path.stat().st_size,
-        "json_size": (out_dir / f"{spec.name}.json").stat().st_size,
+        "json_size": json_path.stat().st_size,
+        "json_path": json_path,
         "top1_distinct": len(set(top[:, 0].tolist())),
         "logit_std": float(np.std(logits)),
         "np_max_diff": np_max_diff,
         "np_top1": np_top1,
+        "logits": logits,
+        "tokens": tokens,
     }
 
 
@@ -812,7 +858,82 @@ def write_manifest(out_dir: pathlib.Path, infos: list[dict], seed: int):
             f"Types: {types}"
         )
     lines.append("")
-    (out_dir / "MANIFEST.md").write_text("\n".join(lines))
+    text = "\n".join(lines)
+    path = out_dir / "MANIFEST.md"
+    kv_section = _split_kv_section(path.read_text())[1] if path.exists() else None
+    if kv_section is not None:  # keep the f16-KV section of an earlier --kv-type f16 run
+        text += "\n" + kv_section + "\n"
+    path.write_text(text)
+
+
+def _split_kv_section(text: str) -> tuple[str, str | None, str]:
+    """MANIFEST.md text -> (before, the KV section including its marker lines or None, after)."""
+    b = text.find(KV_SECTION_BEGIN)
+    e = text.find(KV_SECTION_END, b + 1) if b >= 0 else -1
+    if b < 0 or e < 0:
+        return text, None, ""
+    e += len(KV_SECTION_END)
+    return text[:b], text[b:e], text[e:]
+
+
+def compare_with_f32_kv(out_dir: pathlib.Path, info: dict) -> str:
+    """The recorded logits against those of <name>.json (f32 KV cache) at the columns both hold."""
+    path = out_dir / f"{info['spec'].name}.json"
+    if not path.exists():
+        return f"no {path.name} to compare with"
+    ref = json.loads(path.read_text())
+    if ref["tokens"] != [int(t) for t in info["tokens"]]:
+        return f"tokens differ from {path.name}"
+    cols = np.array(ref["columns"])
+    a = np.array(ref["logits"], dtype=np.float64)
+    b = np.asarray(info["logits"], dtype=np.float64)[:, cols]
+    cos = float(np.sum(a * b) / math.sqrt(np.sum(a * a) * np.sum(b * b)))
+    same = sum(r[0] == int(t) for r, t in zip(ref["top"], np.argmax(info["logits"], axis=1)))
+    return (f"vs `{path.name}` (f32 KV) at its {len(cols)} columns: max |diff| {np.max(np.abs(a - b)):.2g}, "
+            f"cosine {cos:.8f}, same top-1 at {same}/{len(ref['tokens'])}")
+
+
+def write_kv_manifest_section(out_dir: pathlib.Path, infos: list[dict], kv_type: str):
+    """Rewrite the f16-KV section of MANIFEST.md (between KV_SECTION_BEGIN and KV_SECTION_END) and
+    leave the rest of the file alone. Lines of fixtures not built in this run (--only) are kept."""
+    path = out_dir / "MANIFEST.md"
+    text = path.read_text() if path.exists() else ""
+    before, old, after = _split_kv_section(text)
+    entries: dict[str, str] = {}
+    for line in (old or "").splitlines():
+        if line.startswith("- `"):
+            entries[line[3:].split("`", 1)[0]] = line
+    for info in infos:
+        s: Spec = info["spec"]
+        margin = f", margin {info['margin']:.3f}" if info["margin"] is not None else ""
+        entries[s.name] = (
+            f"- `{s.name}` — `{info['json_path'].name}` for `{s.name}.gguf` (unchanged): {kv_type} K and V cache, "
+            f"flash attention off; {info['n_tokens']} tokens, {info['top1_distinct']} distinct top-1{margin}; "
+            f"{compare_with_f32_kv(out_dir, info)}; json {info['json_size'] / 1e3:.0f} kB."
+        )
+    order = [f.name for f in FIXTURES]
+    names = sorted(entries, key=lambda n: (order.index(n) if n in order else len(order), n))
+    section = "\n".join([
+        KV_SECTION_BEGIN,
+        "",
+        f"## {kv_type.upper()} KV cache",
+        "",
+        f"Written by `tools/make_fixtures.py --kv-type {kv_type}`: the same models (`<name>.gguf`, rebuilt and",
+        f"checked byte-identical) and tokens, logits recorded by llama.cpp with an {kv_type} K and V cache",
+        f"(ggml type {GGML_TYPES[kv_type]}), flash attention off, otherwise as above. `<name>.kv_{kv_type}.json` "
+        f"has the fields",
+        f"of `<name>.json` plus `\"kv_type\": \"{kv_type}\"`. `margin` is that of the router logits computed with the",
+        f"{kv_type} cache (same experts as the float64 forward). `max |diff|`, `cosine` and top-1 compare with "
+        f"`<name>.json`.",
+        "",
+        *[entries[n] for n in names],
+        "",
+        KV_SECTION_END,
+    ])
+    if old is None:
+        before = before.rstrip("\n") + "\n\n" if before.strip() else ""
+        after = "\n"
+    path.write_text(before + section + after)
 
 
 def main(argv=None):
@@ -826,6 +947,12 @@ def main(argv=None):
     ap.add_argument("--vocab-limit", type=int, default=None,
                     help="cut every vocabulary to its first N ids (0: never cut; default: per fixture)")
     ap.add_argument("--only", action="append", default=[], help="build only these fixtures")
+    ap.add_argument("--kv-type", choices=KV_TYPES, default="f32",
+                    help="type of llama.cpp's K and V cache (flash attention stays off). f32 (default): "
+                         "write <name>.gguf and <name>.json. f16: keep the existing <name>.gguf (rebuilt "
+                         "into a temporary folder and checked byte-identical, so pass the --seed/--vocab/"
+                         "--vocab-limit it was made with), write <name>.kv_f16.json and the f16-KV "
+                         "section of MANIFEST.md")
     args = ap.parse_args(argv)
 
     vocab_paths = {k: args.vocab_dir / v for k, v in DEFAULT_VOCABS.items()}
@@ -844,13 +971,15 @@ def main(argv=None):
         for spec in specs:
             print(f"{spec.name} ...", flush=True)
             info = make_fixture(spec, args.out_dir, vocab_paths, args.vocab_limit, args.seed, lc,
-                                pathlib.Path(tmp))
+                                pathlib.Path(tmp), args.kv_type)
             print(f"  {info['gguf_size'] / 1e6:.2f} MB, {info['n_tokens']} tokens, "
                   f"top-1 distinct {info['top1_distinct']}, logit std {info['logit_std']:.2f}, "
                   f"margin {info['margin']}, numpy max diff {info['np_max_diff']:.3g}, "
                   f"numpy top-1 {info['np_top1']}/{info['n_tokens']}", flush=True)
             infos.append(info)
-    if not args.only:
+    if args.kv_type != "f32":
+        write_kv_manifest_section(args.out_dir, infos, args.kv_type)
+    elif not args.only:
         write_manifest(args.out_dir, infos, args.seed)
     return 0
 

@@ -22,6 +22,7 @@ pub mod packed;
 pub mod scalar;
 pub mod types;
 pub mod vector;
+mod vector_f16;
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
@@ -37,6 +38,9 @@ pub use types::GgmlType;
 pub use vector::{
     axpy, axpy_at, dot_f32, dot_f32_at, dot_rows, dot_rows_at, stream_read, weighted_rows,
     weighted_rows_at,
+};
+pub use vector_f16::{
+    dot_rows_f16, dot_rows_f16_at, f32_to_f16_row, weighted_rows_f16, weighted_rows_f16_at,
 };
 
 fn row_bytes_of(ty: GgmlType, n: usize) -> usize {

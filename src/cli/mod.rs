@@ -22,7 +22,7 @@ use clap::Args;
 use crate::budget::{self, BudgetPlan};
 use crate::experts::{CacheConfig, CachedExpertStore, EvictionPolicy};
 use crate::gguf::GgufFile;
-use crate::model::Model;
+use crate::model::{KvType, KvTypes, Model};
 
 /// The model bundled in the repository, used when no `-m` is given.
 pub const BUNDLED_MODEL: &str = "models/rustdoc-moe-q8_0.gguf";
@@ -135,6 +135,15 @@ pub struct ModelArgs {
     /// Prompt tokens processed per batch (micro-batch)
     #[arg(long = "ubatch-size", short = 'u', default_value_t = 128)]
     pub ubatch: usize,
+
+    /// KV cache type for K (also -ctk): f16 halves the cache's memory and its reads, as
+    /// llama.cpp's default; f32 keeps keys unrounded
+    #[arg(long = "cache-type-k", value_enum, default_value_t = KvType::F16, value_name = "TYPE")]
+    pub cache_type_k: KvType,
+
+    /// KV cache type for V (also -ctv)
+    #[arg(long = "cache-type-v", value_enum, default_value_t = KvType::F16, value_name = "TYPE")]
+    pub cache_type_v: KvType,
 }
 
 /// A model ready to run, with how its memory was planned.
@@ -187,7 +196,11 @@ impl ModelArgs {
             Some(c) => c,
             None => cfg.n_ctx_train.min(4096),
         };
-        let kv = (n_ctx * cfg.n_layer * (cfg.kv_dim() + cfg.v_dim()) * 4) as u64;
+        let kv_types = KvTypes {
+            k: self.cache_type_k,
+            v: self.cache_type_v,
+        };
+        let kv = kv_types.cache_bytes(&cfg, n_ctx);
         let ff = mapped
             .weights
             .expert_layouts()
@@ -319,6 +332,7 @@ impl ModelArgs {
             anyhow::bail!("routing flags (--max-active-experts, --expert-mask, ...) need a model with experts");
         }
         model.prefetcher.enabled &= self.prefetch;
+        model.kv_types = kv_types;
         Ok(LoadedModel {
             model,
             n_ctx,

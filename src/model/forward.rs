@@ -9,6 +9,7 @@ use smallvec::SmallVec;
 use std::sync::Mutex;
 
 use super::config::{Config, QkNorm, RopeStyle};
+use super::kv_cache::{KvCache, KvType, KvTypes};
 use super::linalg::{
     linear, linear_many, per_row, quantize_rows, rms_norm, rms_norm_inplace, rope_heads, sigmoid,
     silu, LinearJob,
@@ -36,24 +37,18 @@ pub struct State {
     pub n_ctx: usize,
     /// Number of positions already in the cache.
     pub n_past: usize,
-    /// `[layer][pos][kv_dim]`, one allocation (a large one is mapped by the allocator and
-    /// handed back whole when the state is dropped, so states made one after another never
-    /// hold two caches' worth of heap).
-    k_cache: Vec<f32>,
-    /// `[layer][pos][v_dim]`, likewise.
-    v_cache: Vec<f32>,
+    kv: KvCache,
     scratch: Scratch,
     /// The pool's threads have their per-thread buffers sized for this state's context.
     threads_ready: bool,
 }
 
 impl State {
-    pub fn new(cfg: &Config, n_ctx: usize) -> State {
+    pub fn new(cfg: &Config, n_ctx: usize, kv_types: KvTypes) -> State {
         State {
             n_ctx,
             n_past: 0,
-            k_cache: vec![0f32; cfg.n_layer * n_ctx * cfg.kv_dim()],
-            v_cache: vec![0f32; cfg.n_layer * n_ctx * cfg.v_dim()],
+            kv: KvCache::new(cfg, n_ctx, kv_types),
             scratch: Scratch::default(),
             threads_ready: false,
         }
@@ -76,7 +71,12 @@ impl State {
 
     /// Bytes the KV cache holds.
     pub fn kv_bytes(&self) -> u64 {
-        (self.k_cache.len() + self.v_cache.len()) as u64 * 4
+        self.kv.bytes()
+    }
+
+    /// Element types of the KV cache.
+    pub fn kv_types(&self) -> KvTypes {
+        self.kv.types()
     }
 }
 
@@ -408,30 +408,31 @@ impl Model {
                 rope_heads(row, hd, p0 + t, cfg.rope_dims, cfg.rope_base, neox);
             });
         }
+        state.kv.store(il, p0, k, v);
+        // As llama.cpp: against f16 keys the queries are rounded to f16 too, and against f16
+        // values so are the attention weights (its matrix products convert the f32 operand to
+        // the f16 one's type). Without it, logits on quantized fixtures drift to a cosine of
+        // 0.99994 from llama.cpp's (tests/logits_parity.rs, `.kv_f16` fixtures).
+        let kv_types = state.kv.types();
+        if kv_types.k == KvType::F16 {
+            round_through_f16(q);
+        }
+        let round_weights = kv_types.v == KvType::F16;
         let n_ctx = state.n_ctx;
-        let k_layer = &mut state.k_cache[il * n_ctx * kd..(il + 1) * n_ctx * kd];
-        k_layer[p0 * kd..(p0 + n) * kd].copy_from_slice(k);
-        let v_layer = &mut state.v_cache[il * n_ctx * vd..(il + 1) * n_ctx * vd];
-        v_layer[p0 * vd..(p0 + n) * vd].copy_from_slice(v);
-
-        let kc = &state.k_cache[il * n_ctx * kd..(il + 1) * n_ctx * kd];
-        let vc = &state.v_cache[il * n_ctx * vd..(il + 1) * n_ctx * vd];
         let group = cfg.n_head / cfg.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
         let heads = zeroed(heads, n * cfg.n_head * hdv);
         let head = AttnHead {
             q,
-            kc,
-            vc,
+            kv: &state.kv,
+            il,
             qd,
-            kd,
-            vd,
             hd,
-            hdv,
             n_head: cfg.n_head,
             group,
             scale,
             p0,
+            round_weights,
         };
         if n == 1 {
             // Decode: on the spinning pool, a few heads per task, each task with its own row
@@ -529,17 +530,16 @@ type HeadTask<'a> = Mutex<(&'a mut [f32], &'a mut [f32])>;
 /// What one head's attention over the cache needs (one layer, tokens at positions `p0..`).
 struct AttnHead<'a> {
     q: &'a [f32],
-    kc: &'a [f32],
-    vc: &'a [f32],
+    kv: &'a KvCache,
+    il: usize,
     qd: usize,
-    kd: usize,
-    vd: usize,
     hd: usize,
-    hdv: usize,
     n_head: usize,
     group: usize,
     scale: f32,
     p0: usize,
+    /// Round the softmax weights to f16 before the weighted sum of values.
+    round_weights: bool,
 }
 
 impl AttnHead<'_> {
@@ -547,10 +547,12 @@ impl AttnHead<'_> {
     fn attend(&self, i: usize, scores: &mut [f32], o: &mut [f32]) {
         let (t, h) = (i / self.n_head, i % self.n_head);
         let kvh = h / self.group;
-        let (hd, hdv) = (self.hd, self.hdv);
+        let hd = self.hd;
         let qh = &self.q[t * self.qd + h * hd..t * self.qd + (h + 1) * hd];
-        let scores = &mut scores[..self.p0 + t + 1];
-        moe_edge_kernels::dot_rows(qh, &self.kc[kvh * hd..], self.kd, self.scale, scores);
+        let n_keys = self.p0 + t + 1;
+        let scores = &mut scores[..n_keys];
+        let keys = self.kv.keys(self.il, kvh, n_keys);
+        keys.scores(qh, self.scale, scores);
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         let mut sum = 0f64;
         for s in scores.iter_mut() {
@@ -559,8 +561,16 @@ impl AttnHead<'_> {
         }
         let inv = (1.0 / sum) as f32;
         scores.iter_mut().for_each(|s| *s *= inv);
-        moe_edge_kernels::weighted_rows(scores, &self.vc[kvh * hdv..], self.vd, o);
+        if self.round_weights {
+            round_through_f16(scores);
+        }
+        self.kv.values(self.il, kvh, n_keys).weighted_sum(scores, o);
     }
+}
+
+fn round_through_f16(x: &mut [f32]) {
+    x.iter_mut()
+        .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
 }
 
 thread_local! {

@@ -3,6 +3,7 @@
 
 pub mod config;
 mod forward;
+pub mod kv_cache;
 pub mod linalg;
 mod moe;
 mod pool;
@@ -17,6 +18,7 @@ use anyhow::Result;
 
 pub use config::{Arch, Config};
 pub use forward::{ForwardOutput, LogitsWanted, RouteObserver, State};
+pub use kv_cache::{KvType, KvTypes};
 pub use weights::Weights;
 
 use crate::experts::{
@@ -40,6 +42,8 @@ pub struct Model {
     pub prefetcher: prefetch::Prefetcher,
     /// Kept alive for the views in `weights`.
     pub file: Arc<GgufFile>,
+    /// Element types of the KV caches of new states (default f16, as llama.cpp).
+    pub kv_types: KvTypes,
 }
 
 impl Model {
@@ -101,6 +105,7 @@ impl Model {
             store,
             file,
             prefetcher,
+            kv_types: KvTypes::default(),
         })
     }
 
@@ -135,6 +140,6 @@ impl Model {
     }
 
     pub fn new_state(&self, n_ctx: usize) -> State {
-        State::new(&self.cfg, n_ctx)
+        State::new(&self.cfg, n_ctx, self.kv_types)
     }
 }

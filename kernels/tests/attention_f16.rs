@@ -1,0 +1,94 @@
+//! Attention over an f16 KV cache: the SIMD kernels against their scalar twins, and against the
+//! f32 kernels on the same values widened to f32 (which they must equal bit for bit: the
+//! conversion is exact and the order of the sums is the same).
+
+mod common;
+
+use common::*;
+use half::f16;
+use moe_edge_kernels::*;
+
+const SHAPES: [(usize, usize, usize); 6] = [
+    (1, 1, 1),
+    (7, 9, 5),
+    (64, 64, 4),
+    (128, 128, 13),
+    (128, 256, 7),
+    (72, 80, 3),
+];
+
+fn halves(x: &[f32]) -> Vec<f16> {
+    let mut h = vec![f16::ZERO; x.len()];
+    f32_to_f16_row(x, &mut h);
+    h
+}
+
+#[test]
+fn f16_attention_kernels_match_scalar_twins() {
+    let mut rng = Rng::new(41);
+    for level in KernelLevel::supported() {
+        for (n, stride, rows) in SHAPES {
+            let q = rng.normals(n);
+            let keys = halves(&rng.normals((rows - 1) * stride + n));
+            let mut want = vec![0f32; rows];
+            let mut got = vec![0f32; rows];
+            dot_rows_f16_at(KernelLevel::Scalar, &q, &keys, stride, 0.125, &mut want);
+            dot_rows_f16_at(level, &q, &keys, stride, 0.125, &mut got);
+            for (a, b) in want.iter().zip(&got) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                    "{level} dot_rows_f16 {n}/{stride}/{rows}: {a} vs {b}"
+                );
+            }
+            let w = rng.normals(rows);
+            let mut want = vec![0f32; n];
+            let mut got = vec![7f32; n];
+            weighted_rows_f16_at(KernelLevel::Scalar, &w, &keys, stride, &mut want);
+            weighted_rows_f16_at(level, &w, &keys, stride, &mut got);
+            for (a, b) in want.iter().zip(&got) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                    "{level} weighted_rows_f16 {n}/{stride}/{rows}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn f16_attention_equals_f32_attention_on_widened_values() {
+    let mut rng = Rng::new(43);
+    for level in KernelLevel::supported() {
+        for (n, stride, rows) in SHAPES {
+            let q = rng.normals(n);
+            let keys = halves(&rng.normals((rows - 1) * stride + n));
+            let wide: Vec<f32> = keys.iter().map(|h| h.to_f32()).collect();
+            let mut from_f16 = vec![0f32; rows];
+            let mut from_f32 = vec![1f32; rows];
+            dot_rows_f16_at(level, &q, &keys, stride, 0.3, &mut from_f16);
+            dot_rows_at(level, &q, &wide, stride, 0.3, &mut from_f32);
+            assert_eq!(from_f16, from_f32, "{level} dot_rows {n}/{stride}/{rows}");
+            let w = rng.normals(rows);
+            let mut from_f16 = vec![0f32; n];
+            let mut from_f32 = vec![1f32; n];
+            weighted_rows_f16_at(level, &w, &keys, stride, &mut from_f16);
+            weighted_rows_at(level, &w, &wide, stride, &mut from_f32);
+            assert_eq!(
+                from_f16, from_f32,
+                "{level} weighted_rows {n}/{stride}/{rows}"
+            );
+        }
+    }
+}
+
+#[test]
+fn f16_rounding_is_to_nearest_even() {
+    let tie_down = 1.0 + 2f32.powi(-11); // halfway between 1 and the next f16: stays at 1
+    let tie_up = 1.0 + 3.0 * 2f32.powi(-11); // halfway between two f16s: goes to the even one
+    let x = [tie_down, tie_up, 65520.0, -0.0, 1e-8, 0.1];
+    let h = halves(&x);
+    let bits: Vec<u16> = h.iter().map(|v| v.to_bits()).collect();
+    // 1.0, 1 + 2^-9, +inf (65520 rounds past the largest f16), -0.0, 0 (below the smallest
+    // subnormal's half), 0.1 -> 0x2e66.
+    assert_eq!(bits, [0x3c00, 0x3c02, 0x7c00, 0x8000, 0x0000, 0x2e66]);
+}
