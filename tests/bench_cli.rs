@@ -38,11 +38,27 @@ fn bytes_per_token_from_file(path: &str) -> u64 {
     total
 }
 
+/// Bytes one cached position takes in an f16 KV cache, from the file's metadata.
+fn f16_kv_bytes_per_position(path: &str) -> u64 {
+    let file = GgufFile::open(Path::new(path)).unwrap();
+    let meta = file.metadata();
+    let arch = meta.get("general.architecture").unwrap().as_str().unwrap();
+    let key = |k: &str| meta.get(&format!("{arch}.{k}")).and_then(|v| v.as_u64());
+    let (n_embd, n_head) = (
+        key("embedding_length").unwrap(),
+        key("attention.head_count").unwrap(),
+    );
+    let n_head_kv = key("attention.head_count_kv").unwrap_or(n_head);
+    let k_len = key("attention.key_length").unwrap_or(n_embd / n_head);
+    let v_len = key("attention.value_length").unwrap_or(k_len);
+    key("block_count").unwrap() * n_head_kv * (k_len + v_len) * 2
+}
+
 #[test]
 fn bench_json_reports_every_repetition_and_the_roofline() {
     let out = Command::new(env!("CARGO_BIN_EXE_moe-edge"))
         .args([
-            "bench", "-p", "16", "-n", "4", "-r", "2", "-t", "2", "--json",
+            "bench", "-p", "16", "-n", "4", "-d", "8", "-r", "2", "-t", "2", "--json",
         ])
         .output()
         .unwrap();
@@ -53,6 +69,9 @@ fn bench_json_reports_every_repetition_and_the_roofline() {
     assert_eq!(v["n_prompt"], 16);
     assert_eq!(v["n_gen"], 4);
     assert_eq!(v["repetitions"], 2);
+    assert_eq!(v["n_depth"], 8);
+    assert_eq!(v["cache_type_k"], "f16");
+    assert_eq!(v["cache_type_v"], "f16");
     for test in ["pp", "tg"] {
         let runs = v[format!("{test}_tps")].as_array().unwrap();
         assert_eq!(runs.len(), 2, "{test}: one figure per repetition");
@@ -67,10 +86,14 @@ fn bench_json_reports_every_repetition_and_the_roofline() {
             "{test} mean {mean} vs {expect}"
         );
     }
-    assert_eq!(
-        v["bytes_per_token"].as_u64().unwrap(),
-        bytes_per_token_from_file(BUNDLED)
-    );
+    let weights = v["weight_bytes_per_token"].as_u64().unwrap();
+    assert_eq!(weights, bytes_per_token_from_file(BUNDLED));
+    // Tokens generated at depth 8 read 9, 10, 11 and 12 cached positions (their own
+    // included): 10.5 on average.
+    let kv = v["kv_bytes_per_token"].as_u64().unwrap();
+    let kv_want = f16_kv_bytes_per_position(BUNDLED) as f64 * 10.5;
+    assert_eq!(kv, kv_want as u64);
+    assert_eq!(v["bytes_per_token"].as_u64().unwrap(), weights + kv);
     let bandwidth = v["read_bandwidth"].as_f64().unwrap();
     let roofline = v["roofline_tps"].as_f64().unwrap();
     let per_token = v["bytes_per_token"].as_f64().unwrap();
@@ -91,7 +114,7 @@ fn bench_table_names_both_tests() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("| pp8 |"), "{text}");
     assert!(text.contains("| tg2 |"), "{text}");
-    assert!(text.contains("weights read per generated token"), "{text}");
+    assert!(text.contains("MiB of weights + "), "{text}");
 }
 
 #[test]

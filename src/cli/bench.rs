@@ -23,6 +23,10 @@ pub struct BenchArgs {
     /// Generated tokens (0 skips the generation test)
     #[arg(short = 'n', long = "n-gen", default_value_t = 32)]
     pub n_gen: usize,
+    /// Tokens already in the context (KV cache) when each test starts, as llama-bench's
+    /// `-d`: generation at depth d reads d cached positions per layer and token
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    pub n_depth: usize,
     /// Repetitions of each test
     #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
     pub reps: usize,
@@ -88,7 +92,7 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 pub fn run(args: BenchArgs) -> Result<()> {
     let mut margs = args.model.clone();
     if margs.ctx_size.is_none() {
-        margs.ctx_size = Some((args.n_prompt + args.n_gen).max(1));
+        margs.ctx_size = Some((args.n_depth + args.n_prompt.max(args.n_gen)).max(1));
     }
     // Measure the read bandwidth before the model is loaded: the 512 MiB probe buffer is freed
     // again before any weight is resident, so it never counts against a RAM budget.
@@ -114,11 +118,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut st = model.new_state(loaded.n_ctx);
     let warm: Vec<u32> = (0..4.min(loaded.n_ctx)).map(|_| next_token()).collect();
     model.forward_in_place(&mut st, &warm, LogitsWanted::Last, None)?;
+    // The context each test starts from (not timed).
+    let depth: Vec<u32> = (0..args.n_depth).map(|_| next_token()).collect();
+    let fill = |st: &mut crate::model::State| -> Result<()> {
+        st.truncate(0);
+        for chunk in depth.chunks(margs.ubatch) {
+            model.forward_in_place(st, chunk, LogitsWanted::Last, None)?;
+        }
+        Ok(())
+    };
     let store_before = model.store.stats();
     for _ in 0..reps {
         if args.n_prompt > 0 {
             let toks: Vec<u32> = (0..args.n_prompt).map(|_| next_token()).collect();
-            st.truncate(0);
+            fill(&mut st)?;
             let t = Instant::now();
             for chunk in toks.chunks(margs.ubatch) {
                 model.forward_in_place(&mut st, chunk, LogitsWanted::Last, None)?;
@@ -126,7 +139,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             pp.push(args.n_prompt as f64 / t.elapsed().as_secs_f64());
         }
         if args.n_gen > 0 {
-            st.truncate(0);
+            fill(&mut st)?;
             let t = Instant::now();
             for _ in 0..args.n_gen {
                 model.forward_in_place(&mut st, &[next_token()], LogitsWanted::Last, None)?;
@@ -135,7 +148,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     let store = model.store.stats();
-    let per_token = bytes_per_token(model, model.cfg.n_expert_used);
+    let weights_per_token = bytes_per_token(model, model.cfg.n_expert_used);
+    // Each generated token also reads the cached keys and values of every position up to its
+    // own: token i (from 0) of a test at depth d reads d + i + 1, so d + (n_gen + 1) / 2 on
+    // average.
+    let mean_positions = args.n_depth as f64 + (args.n_gen + 1) as f64 / 2.0;
+    let kv_per_position = st.kv_types().cache_bytes(&model.cfg, 1) as f64;
+    let kv_per_token = (kv_per_position * mean_positions) as u64;
+    let per_token = weights_per_token + kv_per_token;
     let (pp_m, pp_sd) = if pp.is_empty() {
         (0.0, 0.0)
     } else {
@@ -158,9 +178,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.json {
         let v = serde_json::json!({
             "model": name, "threads": loaded.threads, "kernels": moe_edge_kernels::active_level().to_string(),
-            "n_prompt": args.n_prompt, "n_gen": args.n_gen, "repetitions": reps,
+            "n_prompt": args.n_prompt, "n_gen": args.n_gen, "n_depth": args.n_depth, "repetitions": reps,
+            "cache_type_k": st.kv_types().k.to_string(), "cache_type_v": st.kv_types().v.to_string(),
             "pp_tps": pp, "pp_mean": pp_m, "pp_sd": pp_sd, "tg_tps": tg, "tg_mean": tg_m, "tg_sd": tg_sd,
-            "bytes_per_token": per_token, "read_bandwidth": bandwidth, "roofline_tps": roofline,
+            "bytes_per_token": per_token, "weight_bytes_per_token": weights_per_token,
+            "kv_bytes_per_token": kv_per_token, "read_bandwidth": bandwidth, "roofline_tps": roofline,
             "roofline_fraction": roofline.filter(|_| !tg.is_empty()).map(|r| tg_m / r),
             "expert_store": model.store.kind(), "expert_requests": requests, "expert_misses": misses,
             "expert_bytes_read": store.bytes_read - store_before.bytes_read,
@@ -173,22 +195,31 @@ pub fn run(args: BenchArgs) -> Result<()> {
     println!("| --- | ---: | --- | --- | --- | ---: |");
     let kind = model.store.kind();
     let level = moe_edge_kernels::active_level();
+    let at_depth = if args.n_depth > 0 {
+        format!(" @ d{}", args.n_depth)
+    } else {
+        String::new()
+    };
     if !pp.is_empty() {
         println!(
-            "| {name} | {} | {level} | {kind} | pp{} | {pp_m:.2} ± {pp_sd:.2} |",
+            "| {name} | {} | {level} | {kind} | pp{}{at_depth} | {pp_m:.2} ± {pp_sd:.2} |",
             loaded.threads, args.n_prompt
         );
     }
     if !tg.is_empty() {
         println!(
-            "| {name} | {} | {level} | {kind} | tg{} | {tg_m:.2} ± {tg_sd:.2} |",
+            "| {name} | {} | {level} | {kind} | tg{}{at_depth} | {tg_m:.2} ± {tg_sd:.2} |",
             loaded.threads, args.n_gen
         );
     }
     println!();
+    let kv_types = st.kv_types();
     println!(
-        "weights read per generated token: {:.1} MiB",
-        per_token as f64 / 1048576.0
+        "read per generated token: {:.1} MiB of weights + {:.1} MiB of KV cache ({}/{})",
+        weights_per_token as f64 / 1048576.0,
+        kv_per_token as f64 / 1048576.0,
+        kv_types.k,
+        kv_types.v
     );
     if let (Some(b), Some(r)) = (bandwidth, roofline) {
         // Without a generation test there is no fraction of the roofline to report.
