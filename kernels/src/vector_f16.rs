@@ -53,6 +53,12 @@ pub fn dot_rows_f16_at(
             // inside `keys` (checked above).
             unsafe { dot_rows_f16_avx2(q, keys, stride, scale, out) }
         }
+        #[cfg(target_arch = "aarch64")]
+        KernelLevel::Neon | KernelLevel::NeonDotprod => {
+            // SAFETY: the level is supported, so NEON is present; every row is inside `keys`
+            // (checked above).
+            unsafe { crate::arm::attention_neon::dot_rows(q, keys, stride, scale, out) }
+        }
         _ => {
             for (p, o) in out.iter_mut().enumerate() {
                 let k = &keys[p * stride..p * stride + q.len()];
@@ -99,6 +105,12 @@ pub fn weighted_rows_f16_at(
             // SAFETY: AVX2, FMA and F16C present (level supported); every row is inside
             // `values` (checked above).
             unsafe { weighted_rows_f16_avx2(w, values, stride, out) }
+        }
+        #[cfg(target_arch = "aarch64")]
+        KernelLevel::Neon | KernelLevel::NeonDotprod => {
+            // SAFETY: the level is supported, so NEON is present; every row is inside `values`
+            // (checked above).
+            unsafe { crate::arm::attention_neon::weighted_rows(w, values, stride, out) }
         }
         _ => {
             for (p, &wp) in w.iter().enumerate() {

@@ -1,5 +1,6 @@
 //! AArch64 kernels. (32-bit ARM builds use the scalar kernels.)
 
+pub(crate) mod attention_neon;
 mod neon;
 pub(crate) mod packed_neon;
 pub(crate) mod packed_q4k_neon;
