@@ -40,7 +40,8 @@ pub use vector::{
     weighted_rows_at,
 };
 pub use vector_f16::{
-    dot_rows_f16, dot_rows_f16_at, f32_to_f16_row, weighted_rows_f16, weighted_rows_f16_at,
+    dot_rows_f16, dot_rows_f16_at, f32_to_f16_row, round_to_f16, weighted_rows_f16,
+    weighted_rows_f16_at,
 };
 
 fn row_bytes_of(ty: GgmlType, n: usize) -> usize {

@@ -4,14 +4,25 @@
 //! twins' `f16::to_f32`) and differ from them only in the order of the f32 sums.
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use crate::level::KernelLevel;
 
-/// Rounds `src` to f16 into `dst` (round to nearest even, as ggml's F16C conversion).
+/// Rounds `src` to f16 into `dst` (round to nearest even, as ggml's F16C conversion; F16C or
+/// the ARM half-precision conversion when present, eight or four values at a time).
 pub fn f32_to_f16_row(src: &[f32], dst: &mut [f16]) {
     assert_eq!(src.len(), dst.len(), "f32_to_f16_row: lengths differ");
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = f16::from_f32(s);
+    dst.convert_from_f32_slice(src);
+}
+
+/// Rounds every value to the nearest f16, kept as f32 (what a product with an f16 operand does
+/// to the other operand in ggml).
+pub fn round_to_f16(x: &mut [f32]) {
+    let mut halves = [f16::ZERO; 64];
+    for chunk in x.chunks_mut(64) {
+        let h = &mut halves[..chunk.len()];
+        h.convert_from_f32_slice(chunk);
+        h.convert_to_f32_slice(chunk);
     }
 }
 

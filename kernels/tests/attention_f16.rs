@@ -92,3 +92,34 @@ fn f16_rounding_is_to_nearest_even() {
     // subnormal's half), 0.1 -> 0x2e66.
     assert_eq!(bits, [0x3c00, 0x3c02, 0x7c00, 0x8000, 0x0000, 0x2e66]);
 }
+
+#[test]
+fn rounding_in_place_equals_rounding_each_value() {
+    let mut rng = Rng::new(47);
+    let mut x: Vec<f32> = rng.normals(1000).iter().map(|v| v * 300.0).collect();
+    // Ties, overflow, subnormals and signed zeros among them; 1000 values reach the 64-value
+    // chunks' remainder.
+    x.extend([
+        1.0 + 2f32.powi(-11),
+        65520.0,
+        -65520.0,
+        3e-6,
+        -1e-8,
+        -0.0,
+        f32::INFINITY,
+    ]);
+    let want: Vec<u32> = x
+        .iter()
+        .map(|&v| f16::from_f32(v).to_f32().to_bits())
+        .collect();
+    let mut got = x.clone();
+    round_to_f16(&mut got);
+    let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+    assert_eq!(got, want);
+    let mut row = vec![f16::ZERO; x.len()];
+    f32_to_f16_row(&x, &mut row);
+    assert!(row
+        .iter()
+        .zip(&x)
+        .all(|(h, &v)| h.to_bits() == f16::from_f32(v).to_bits()));
+}

@@ -415,7 +415,7 @@ impl Model {
         // 0.99994 from llama.cpp's (tests/logits_parity.rs, `.kv_f16` fixtures).
         let kv_types = state.kv.types();
         if kv_types.k == KvType::F16 {
-            round_through_f16(q);
+            moe_edge_kernels::round_to_f16(q);
         }
         let round_weights = kv_types.v == KvType::F16;
         let n_ctx = state.n_ctx;
@@ -562,15 +562,10 @@ impl AttnHead<'_> {
         let inv = (1.0 / sum) as f32;
         scores.iter_mut().for_each(|s| *s *= inv);
         if self.round_weights {
-            round_through_f16(scores);
+            moe_edge_kernels::round_to_f16(scores);
         }
         self.kv.values(self.il, kvh, n_keys).weighted_sum(scores, o);
     }
-}
-
-fn round_through_f16(x: &mut [f32]) {
-    x.iter_mut()
-        .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
 }
 
 thread_local! {
