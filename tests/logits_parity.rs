@@ -22,7 +22,8 @@ struct Fixture {
     columns: Vec<usize>,
     logits: Vec<Vec<f32>>,
     top: Vec<Vec<u32>>,
-    /// The KV cache llama.cpp ran with: absent for f32, "f16" for the `.kv_f16.json` fixtures.
+    /// The KV cache llama.cpp ran with: absent for f32, "f16" for the `.kv_f16.json` fixtures,
+    /// "q8_0" (q8_0 K, f16 V) for the `.kv_q8_0.json` ones.
     #[serde(default)]
     kv_type: Option<String>,
 }
@@ -68,6 +69,10 @@ fn check(path: &Path, sequential: bool, repack: bool) -> String {
         None | Some("f32") => KvTypes::F32,
         Some("f16") => KvTypes {
             k: KvType::F16,
+            v: KvType::F16,
+        },
+        Some("q8_0") => KvTypes {
+            k: KvType::Q8_0,
             v: KvType::F16,
         },
         Some(other) => panic!("{}: unknown kv_type {other}", fx.model),

@@ -16,7 +16,7 @@ For every fixture in FIXTURES this script
 
 Usage:
     python tools/make_fixtures.py --out-dir tests/fixtures/parity [--seed N] \
-        [--vocab SLOT=PATH ...] [--vocab-limit N] [--only NAME ...] [--kv-type {f32,f16}]
+        [--vocab SLOT=PATH ...] [--vocab-limit N] [--only NAME ...] [--kv-type {f32,f16,q8_0}]
 
 llama-cpp-python must be importable (see tools/README.md, "building the llama.cpp reference").
 Output: <name>.gguf and <name>.json per fixture, and MANIFEST.md. Same seed and inputs give
@@ -29,7 +29,12 @@ byte-identical to the existing <out-dir>/<name>.gguf (same --seed/--vocab/--voca
 was made), which is then run with the f16 KV cache; its router logits must pass the same check
 (same top-k as the float64 forward, margin >= ROUTER_MIN_MARGIN) or the script fails. Output:
 <name>.kv_f16.json (the fields of <name>.json plus "kv_type": "f16") and a regenerated section of
-MANIFEST.md between KV_SECTION_BEGIN/END markers; the rest of MANIFEST.md is left alone.
+MANIFEST.md between kv_section_markers("f16"); the rest of MANIFEST.md is left alone.
+
+--kv-type q8_0 does the same with a q8_0 K cache and an f16 V cache (flash attention still off:
+llama.cpp needs it only for a quantized V cache). q8_0 blocks are 32 values, so it is refused for a
+fixture whose head dimension is not a multiple of 32. Output: <name>.kv_q8_0.json ("kv_type": "q8_0")
+and its own MANIFEST.md section between kv_section_markers("q8_0"); the f16 section is left alone.
 """
 
 from __future__ import annotations
@@ -55,11 +60,32 @@ import gguf
 # llama_ftype values (llama.h) and ggml_type values (ggml.h) used here
 FTYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18, "BF16": 32}
 GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "q4_K": 12, "q5_K": 13, "q6_K": 14, "bf16": 30}
-KV_TYPES = ("f32", "f16")  # --kv-type: ggml type of the K and V cache (GGML_TYPES)
+# --kv-type -> (type of the K cache, type of the V cache), keys of GGML_TYPES
+KV_CACHE_TYPES = {"f32": ("f32", "f32"), "f16": ("f16", "f16"), "q8_0": ("q8_0", "f16")}
+KV_TYPES = tuple(KV_CACHE_TYPES)
 
-# MANIFEST.md section for the f16-KV fixtures, rewritten between these lines by every --kv-type f16 run
-KV_SECTION_BEGIN = "<!-- kv_f16 fixtures: begin (written by tools/make_fixtures.py --kv-type f16) -->"
-KV_SECTION_END = "<!-- kv_f16 fixtures: end -->"
+
+def kv_section_markers(kv_type: str) -> tuple[str, str]:
+    """First and last line of the MANIFEST.md section of the --kv-type `kv_type` fixtures, rewritten by
+    every run with that --kv-type (one section per type; the others are left alone)."""
+    return (f"<!-- kv_{kv_type} fixtures: begin (written by tools/make_fixtures.py --kv-type {kv_type}) -->",
+            f"<!-- kv_{kv_type} fixtures: end -->")
+
+
+def kv_cache_desc(kv_type: str) -> str:
+    """'f16 K and V cache' or 'q8_0 K cache, f16 V cache'."""
+    k, v = KV_CACHE_TYPES[kv_type]
+    return f"{k} K and V cache" if k == v else f"{k} K cache, {v} V cache"
+
+
+def kv_head_dim_problem(spec: "Spec", kv_type: str) -> str | None:
+    """Why `spec` cannot have this KV cache (quantized rows are whole blocks of a head), or None."""
+    for what, t in zip("KV", KV_CACHE_TYPES[kv_type]):
+        block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(GGML_TYPES[t])][0]
+        if spec.head_dim % block:
+            return (f"{spec.name}: head dim {spec.head_dim} is not a multiple of {block} (the {t} block size), "
+                    f"so it cannot have a {t} {what} cache")
+    return None
 
 DEFAULT_VOCABS = {
     "spm": "ggml-vocab-llama-spm.gguf",
@@ -490,7 +516,7 @@ class LlamaCpp:
             raise RuntimeError(f"llama_model_quantize failed for {spec.name}: {rc}")
 
     def run(self, path: pathlib.Path, text: str, want_router: bool, kv_type: str = "f32"):
-        """Tokenize `text` (with BOS), decode it as one sequence with a `kv_type` K and V cache; returns
+        """Tokenize `text` (with BOS), decode it as one sequence with a `kv_type` KV cache; returns
         tokens, logits [n_tokens, n_vocab] and, if asked, the router logits per layer [n_tokens, n_expert]."""
         L = self.L
         mparams = L.llama_model_default_params()
@@ -542,8 +568,9 @@ class LlamaCpp:
         cparams.n_seq_max = 1
         cparams.n_threads = 2
         cparams.n_threads_batch = 2
-        cparams.type_k = GGML_TYPES[kv_type]  # 0: f32 KV cache (default), 1: f16 (--kv-type f16)
-        cparams.type_v = GGML_TYPES[kv_type]
+        type_k, type_v = KV_CACHE_TYPES[kv_type]  # f32/f32 (default), f16/f16 or q8_0/f16 (--kv-type)
+        cparams.type_k = GGML_TYPES[type_k]
+        cparams.type_v = GGML_TYPES[type_v]
         cparams.flash_attn_type = 0  # disabled: plain softmax(QK^T)V in f32
         keep = None
         if cb is not None:
@@ -723,6 +750,9 @@ def make_fixture(spec: Spec, out_dir: pathlib.Path, vocab_paths: dict, vocab_lim
     out_path = out_dir / f"{spec.name}.gguf"
     existing = None
     if kv_type != "f32":
+        problem = kv_head_dim_problem(spec, kv_type)
+        if problem:
+            raise RuntimeError(f"--kv-type {kv_type}: {problem}")
         # the GGUF is only rebuilt as a check: into tmp, then compared with the existing one. The router
         # draws below (part of the weights) are chosen with the f32 KV cache as when it was made.
         existing, out_path = out_path, tmp / f"{spec.name}.gguf"
@@ -860,25 +890,35 @@ def write_manifest(out_dir: pathlib.Path, infos: list[dict], seed: int):
     lines.append("")
     text = "\n".join(lines)
     path = out_dir / "MANIFEST.md"
-    kv_section = _split_kv_section(path.read_text())[1] if path.exists() else None
-    if kv_section is not None:  # keep the f16-KV section of an earlier --kv-type f16 run
-        text += "\n" + kv_section + "\n"
+    old = path.read_text() if path.exists() else ""
+    # keep the sections of earlier --kv-type f16 / q8_0 runs, in the order they are in
+    kept = []
+    for kv_type in KV_TYPES[1:]:
+        b = old.find(kv_section_markers(kv_type)[0])
+        section = _split_kv_section(old, kv_type)[1]
+        if section is not None:
+            kept.append((b, section))
+    for _, section in sorted(kept):
+        text += "\n" + section + "\n"
     path.write_text(text)
 
 
-def _split_kv_section(text: str) -> tuple[str, str | None, str]:
-    """MANIFEST.md text -> (before, the KV section including its marker lines or None, after)."""
-    b = text.find(KV_SECTION_BEGIN)
-    e = text.find(KV_SECTION_END, b + 1) if b >= 0 else -1
+def _split_kv_section(text: str, kv_type: str) -> tuple[str, str | None, str]:
+    """MANIFEST.md text -> (before, kv_type's section including its marker lines or None, after)."""
+    begin, end = kv_section_markers(kv_type)
+    b = text.find(begin)
+    e = text.find(end, b + 1) if b >= 0 else -1
     if b < 0 or e < 0:
         return text, None, ""
-    e += len(KV_SECTION_END)
+    e += len(end)
     return text[:b], text[b:e], text[e:]
 
 
-def compare_with_f32_kv(out_dir: pathlib.Path, info: dict) -> str:
-    """The recorded logits against those of <name>.json (f32 KV cache) at the columns both hold."""
-    path = out_dir / f"{info['spec'].name}.json"
+def compare_with_kv(out_dir: pathlib.Path, info: dict, ref_kv_type: str = "f32") -> str:
+    """The recorded logits against those of <name>.json (f32 KV cache) or <name>.kv_<ref_kv_type>.json,
+    at the columns that file holds."""
+    name = info["spec"].name
+    path = out_dir / (f"{name}.json" if ref_kv_type == "f32" else f"{name}.kv_{ref_kv_type}.json")
     if not path.exists():
         return f"no {path.name} to compare with"
     ref = json.loads(path.read_text())
@@ -889,16 +929,18 @@ def compare_with_f32_kv(out_dir: pathlib.Path, info: dict) -> str:
     b = np.asarray(info["logits"], dtype=np.float64)[:, cols]
     cos = float(np.sum(a * b) / math.sqrt(np.sum(a * a) * np.sum(b * b)))
     same = sum(r[0] == int(t) for r, t in zip(ref["top"], np.argmax(info["logits"], axis=1)))
-    return (f"vs `{path.name}` (f32 KV) at its {len(cols)} columns: max |diff| {np.max(np.abs(a - b)):.2g}, "
+    return (f"vs `{path.name}` ({ref_kv_type} KV) at its {len(cols)} columns: max |diff| {np.max(np.abs(a - b)):.2g}, "
             f"cosine {cos:.8f}, same top-1 at {same}/{len(ref['tokens'])}")
 
 
 def write_kv_manifest_section(out_dir: pathlib.Path, infos: list[dict], kv_type: str):
-    """Rewrite the f16-KV section of MANIFEST.md (between KV_SECTION_BEGIN and KV_SECTION_END) and
-    leave the rest of the file alone. Lines of fixtures not built in this run (--only) are kept."""
+    """Rewrite the `kv_type` section of MANIFEST.md (between kv_section_markers(kv_type)) and leave the
+    rest of the file alone. Lines of fixtures not built in this run (--only) are kept."""
     path = out_dir / "MANIFEST.md"
     text = path.read_text() if path.exists() else ""
-    before, old, after = _split_kv_section(text)
+    before, old, after = _split_kv_section(text, kv_type)
+    begin, end = kv_section_markers(kv_type)
+    type_k, type_v = KV_CACHE_TYPES[kv_type]
     entries: dict[str, str] = {}
     for line in (old or "").splitlines():
         if line.startswith("- `"):
@@ -906,29 +948,52 @@ def write_kv_manifest_section(out_dir: pathlib.Path, infos: list[dict], kv_type:
     for info in infos:
         s: Spec = info["spec"]
         margin = f", margin {info['margin']:.3f}" if info["margin"] is not None else ""
+        vs_f16 = ""
+        if type_k != type_v and (out_dir / f"{s.name}.kv_f16.json").exists():
+            vs_f16 = f"; {compare_with_kv(out_dir, info, 'f16')}"
         entries[s.name] = (
-            f"- `{s.name}` — `{info['json_path'].name}` for `{s.name}.gguf` (unchanged): {kv_type} K and V cache, "
+            f"- `{s.name}` — `{info['json_path'].name}` for `{s.name}.gguf` (unchanged): {kv_cache_desc(kv_type)}, "
             f"flash attention off; {info['n_tokens']} tokens, {info['top1_distinct']} distinct top-1{margin}; "
-            f"{compare_with_f32_kv(out_dir, info)}; json {info['json_size'] / 1e3:.0f} kB."
+            f"{compare_with_kv(out_dir, info)}{vs_f16}; json {info['json_size'] / 1e3:.0f} kB."
         )
     order = [f.name for f in FIXTURES]
     names = sorted(entries, key=lambda n: (order.index(n) if n in order else len(order), n))
+    if type_k == type_v:
+        header = [
+            f"## {kv_type.upper()} KV cache",
+            "",
+            f"Written by `tools/make_fixtures.py --kv-type {kv_type}`: the same models (`<name>.gguf`, rebuilt and",
+            f"checked byte-identical) and tokens, logits recorded by llama.cpp with an {kv_type} K and V cache",
+            f"(ggml type {GGML_TYPES[kv_type]}), flash attention off, otherwise as above. `<name>.kv_{kv_type}.json` "
+            f"has the fields",
+            f"of `<name>.json` plus `\"kv_type\": \"{kv_type}\"`. `margin` is that of the router logits "
+            f"computed with the",
+            f"{kv_type} cache (same experts as the float64 forward). `max |diff|`, `cosine` and top-1 compare with "
+            f"`<name>.json`.",
+        ]
+    else:
+        header = [
+            f"## {type_k.upper()} K cache, {type_v.upper()} V cache",
+            "",
+            f"Written by `tools/make_fixtures.py --kv-type {kv_type}`: the same models (`<name>.gguf`, rebuilt and",
+            f"checked byte-identical) and tokens, logits recorded by llama.cpp with a {type_k} K cache (ggml type "
+            f"{GGML_TYPES[type_k]}),",
+            f"an {type_v} V cache (ggml type {GGML_TYPES[type_v]}) and flash attention off (llama.cpp needs it only "
+            f"for a quantized V",
+            f"cache), otherwise as above; only for fixtures whose head dim is a multiple of 32 (a {type_k} block).",
+            f"`<name>.kv_{kv_type}.json` has the fields of `<name>.json` plus `\"kv_type\": \"{kv_type}\"`. "
+            f"`margin` is",
+            f"that of the router logits computed with this cache (same experts as the float64 forward). `max |diff|`,",
+            f"`cosine` and top-1 compare with `<name>.json` and, where it exists, `<name>.kv_f16.json`.",
+        ]
     section = "\n".join([
-        KV_SECTION_BEGIN,
+        begin,
         "",
-        f"## {kv_type.upper()} KV cache",
-        "",
-        f"Written by `tools/make_fixtures.py --kv-type {kv_type}`: the same models (`<name>.gguf`, rebuilt and",
-        f"checked byte-identical) and tokens, logits recorded by llama.cpp with an {kv_type} K and V cache",
-        f"(ggml type {GGML_TYPES[kv_type]}), flash attention off, otherwise as above. `<name>.kv_{kv_type}.json` "
-        f"has the fields",
-        f"of `<name>.json` plus `\"kv_type\": \"{kv_type}\"`. `margin` is that of the router logits computed with the",
-        f"{kv_type} cache (same experts as the float64 forward). `max |diff|`, `cosine` and top-1 compare with "
-        f"`<name>.json`.",
+        *header,
         "",
         *[entries[n] for n in names],
         "",
-        KV_SECTION_END,
+        end,
     ])
     if old is None:
         before = before.rstrip("\n") + "\n\n" if before.strip() else ""
@@ -952,7 +1017,9 @@ def main(argv=None):
                          "write <name>.gguf and <name>.json. f16: keep the existing <name>.gguf (rebuilt "
                          "into a temporary folder and checked byte-identical, so pass the --seed/--vocab/"
                          "--vocab-limit it was made with), write <name>.kv_f16.json and the f16-KV "
-                         "section of MANIFEST.md")
+                         "section of MANIFEST.md. q8_0: the same with a q8_0 K cache and an f16 V cache "
+                         "(<name>.kv_q8_0.json, its own MANIFEST.md section); only for fixtures whose "
+                         "head dim is a multiple of 32")
     args = ap.parse_args(argv)
 
     vocab_paths = {k: args.vocab_dir / v for k, v in DEFAULT_VOCABS.items()}
@@ -964,6 +1031,10 @@ def main(argv=None):
     specs = [s for s in FIXTURES if not args.only or s.name in args.only]
     if args.only and len(specs) != len(args.only):
         ap.error(f"unknown fixture in {args.only}; known: {[s.name for s in FIXTURES]}")
+    if args.kv_type != "f32":
+        problems = [p for p in (kv_head_dim_problem(s, args.kv_type) for s in specs) if p]
+        if problems:
+            ap.error(f"--kv-type {args.kv_type}: " + "; ".join(problems) + " (leave it out with --only)")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     lc = LlamaCpp()
     infos = []

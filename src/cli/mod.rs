@@ -137,11 +137,13 @@ pub struct ModelArgs {
     pub ubatch: usize,
 
     /// KV cache type for K (also -ctk): f16 halves the cache's memory and its reads, as
-    /// llama.cpp's default; f32 keeps keys unrounded
+    /// llama.cpp's default; f32 keeps keys unrounded; q8_0 takes 34 bytes per 32 values (head
+    /// sizes that are multiples of 32)
     #[arg(long = "cache-type-k", value_enum, default_value_t = KvType::F16, value_name = "TYPE")]
     pub cache_type_k: KvType,
 
-    /// KV cache type for V (also -ctv)
+    /// KV cache type for V (also -ctv): f16 or f32 (a q8_0 V cache needs flash attention in
+    /// llama.cpp, which moe-edge does not have)
     #[arg(long = "cache-type-v", value_enum, default_value_t = KvType::F16, value_name = "TYPE")]
     pub cache_type_v: KvType,
 }
@@ -200,6 +202,7 @@ impl ModelArgs {
             k: self.cache_type_k,
             v: self.cache_type_v,
         };
+        kv_types.check(&cfg)?;
         let kv = kv_types.cache_bytes(&cfg, n_ctx);
         let ff = mapped
             .weights

@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 use std::sync::Mutex;
 
 use super::config::{Config, QkNorm, RopeStyle};
-use super::kv_cache::{KvCache, KvType, KvTypes};
+use super::kv_cache::{k_rotation_size, rotate_hadamard, KvCache, KvType, KvTypes};
 use super::linalg::{
     linear, linear_many, per_row, quantize_rows, rms_norm, rms_norm_inplace, rope_heads, sigmoid,
     silu, LinearJob,
@@ -407,6 +407,10 @@ impl Model {
             per_row(rows, width, |t, row| {
                 rope_heads(row, hd, p0 + t, cfg.rope_dims, cfg.rope_base, neox);
             });
+        }
+        if let Some(n_rot) = k_rotation_size(state.kv.types(), hd) {
+            rotate_hadamard(q, n_rot);
+            rotate_hadamard(k, n_rot);
         }
         state.kv.store(il, p0, k, v);
         // As llama.cpp: against f16 keys the queries are rounded to f16 too, and against f16
