@@ -81,7 +81,7 @@ impl KvTypes {
         if self.v == KvType::Q8_0 {
             bail!("--cache-type-v q8_0 is not supported: llama.cpp quantizes the V cache only with flash attention, which moe-edge does not have; use f16 (q8_0 works for K)");
         }
-        if self.k == KvType::Q8_0 && cfg.head_dim % 32 != 0 {
+        if self.k == KvType::Q8_0 && !cfg.head_dim.is_multiple_of(32) {
             bail!(
                 "--cache-type-k q8_0 needs a head size that is a multiple of 32; this model's is {}",
                 cfg.head_dim
@@ -96,11 +96,11 @@ impl KvTypes {
 /// the q8_0 blocks): for head sizes that are multiples of 64, in chunks of the largest power of
 /// two from 64 up that divides the head size. `None` when no rotation applies.
 pub fn k_rotation_size(types: KvTypes, head_dim: usize) -> Option<usize> {
-    if types.k != KvType::Q8_0 || head_dim % 64 != 0 {
+    if types.k != KvType::Q8_0 || !head_dim.is_multiple_of(64) {
         return None;
     }
     let mut n = 64;
-    while head_dim % (2 * n) == 0 {
+    while head_dim.is_multiple_of(2 * n) {
         n *= 2;
     }
     Some(n)
@@ -110,7 +110,7 @@ pub fn k_rotation_size(types: KvTypes, head_dim: usize) -> Option<usize> {
 /// scaled by 1/√n, then the butterflies in natural order, as ggml's transform computes it.
 pub fn rotate_hadamard(x: &mut [f32], n: usize) {
     assert!(
-        n.is_power_of_two() && x.len() % n == 0,
+        n.is_power_of_two() && x.len().is_multiple_of(n),
         "rotate_hadamard: bad size"
     );
     let scale = 1.0 / (n as f32).sqrt();
