@@ -15,6 +15,7 @@
 // Kernels index several arrays with one counter to mirror the reference algorithms.
 #![allow(clippy::needless_range_loop)]
 
+pub mod attention;
 pub mod blocks;
 mod dispatch;
 mod level;
@@ -22,27 +23,23 @@ pub mod packed;
 pub mod scalar;
 pub mod types;
 pub mod vector;
-mod vector_f16;
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use attention::{
+    dot_rows, dot_rows_at, f32_to_f16_row, round_to_f16, weighted_rows, weighted_rows_at,
+    CacheValue,
+};
 pub use level::{active_level, choose_level, KernelLevel, LevelChoice, UnknownLevel};
 pub use packed::{
     can_pack, matmul_packed, matmul_packed_at, pack_rows, pack_rows_in_place, packing_pays,
     reserve_thread_scratch, unpack_rows, PACK_ROWS,
 };
 pub use types::GgmlType;
-pub use vector::{
-    axpy, axpy_at, dot_f32, dot_f32_at, dot_rows, dot_rows_at, stream_read, weighted_rows,
-    weighted_rows_at,
-};
-pub use vector_f16::{
-    dot_rows_f16, dot_rows_f16_at, f32_to_f16_row, round_to_f16, weighted_rows_f16,
-    weighted_rows_f16_at,
-};
+pub use vector::{axpy, axpy_at, dot_f32, dot_f32_at, stream_read};
 
 fn row_bytes_of(ty: GgmlType, n: usize) -> usize {
     match ty.row_bytes(n) {

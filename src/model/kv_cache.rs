@@ -199,7 +199,7 @@ impl Rows<'_> {
     pub fn scores(self, q: &[f32], scale: f32, out: &mut [f32]) {
         match self {
             Rows::F32(k) => moe_edge_kernels::dot_rows(q, k, q.len(), scale, out),
-            Rows::F16(k) => moe_edge_kernels::dot_rows_f16(q, k, q.len(), scale, out),
+            Rows::F16(k) => moe_edge_kernels::dot_rows(q, k, q.len(), scale, out),
             Rows::Q8_0(k) => {
                 // As ggml's product with a q8_0 matrix: the query quantized to q8_0, integer
                 // dot products per block, then the scale. Head sizes up to 960 stay on the stack.
@@ -224,7 +224,7 @@ impl Rows<'_> {
         let width = out.len();
         match self {
             Rows::F32(v) => moe_edge_kernels::weighted_rows(w, v, width, out),
-            Rows::F16(v) => moe_edge_kernels::weighted_rows_f16(w, v, width, out),
+            Rows::F16(v) => moe_edge_kernels::weighted_rows(w, v, width, out),
             Rows::Q8_0(_) => unreachable!("a q8_0 V cache is refused by KvTypes::check"),
         }
     }

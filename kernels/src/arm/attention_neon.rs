@@ -1,59 +1,16 @@
-//! NEON attention rows: scores against key rows and weighted sums of value rows, for f32 and
-//! f16 caches. One generic body per operation, over how four values are loaded as f32 lanes,
-//! so the f16 versions equal the f32 ones on widened values bit for bit (the conversion,
-//! FCVTL, is exact). Callers check every row is inside its slice.
+//! NEON attention rows over f32 or f16 cache rows (see `crate::attention`). Callers check
+//! every row is inside its slice.
 
-use half::f16;
 use std::arch::aarch64::*;
 
-/// Four consecutive values of a cache row as f32 lanes.
-pub(crate) trait Lanes: Copy {
-    /// # Safety
-    /// Four values must be readable at `p`.
-    unsafe fn load4(p: *const Self) -> float32x4_t;
-    fn widen(self) -> f32;
-}
-
-impl Lanes for f32 {
-    #[inline(always)]
-    unsafe fn load4(p: *const f32) -> float32x4_t {
-        // SAFETY: the caller guarantees four readable f32 at p.
-        unsafe { vld1q_f32(p) }
-    }
-    fn widen(self) -> f32 {
-        self
-    }
-}
-
-impl Lanes for f16 {
-    #[inline(always)]
-    unsafe fn load4(p: *const f16) -> float32x4_t {
-        // SAFETY: the caller guarantees four readable f16 (8 bytes) at p.
-        let h = unsafe { vld1_u16(p as *const u16) };
-        let out: float32x4_t;
-        // SAFETY: FCVTL (half to single, exact) is part of base ARMv8 floating point;
-        // register-only.
-        unsafe {
-            std::arch::asm!(
-                "fcvtl {o:v}.4s, {h:v}.4h",
-                o = out(vreg) out,
-                h = in(vreg) h,
-                options(pure, nomem, nostack, preserves_flags)
-            );
-        }
-        out
-    }
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
-}
+use crate::attention::sealed::Element;
 
 /// `out[p] = scale · Σ_i q[i] · keys[p · stride + i]`.
 ///
 /// # Safety
 /// NEON present; rows `0..out.len()` of `stride` hold `q.len()` values inside `keys`.
 #[target_feature(enable = "neon")]
-pub(crate) unsafe fn dot_rows<T: Lanes>(
+pub(crate) unsafe fn dot_rows<T: Element>(
     q: &[f32],
     keys: &[T],
     stride: usize,
@@ -103,7 +60,7 @@ pub(crate) unsafe fn dot_rows<T: Lanes>(
 /// # Safety
 /// NEON present; rows `0..w.len()` of `stride` hold `out.len()` values inside `values`.
 #[target_feature(enable = "neon")]
-pub(crate) unsafe fn weighted_rows<T: Lanes>(
+pub(crate) unsafe fn weighted_rows<T: Element>(
     w: &[f32],
     values: &[T],
     stride: usize,

@@ -5,6 +5,7 @@
 //! `crate::packed`); otherwise the AVX-512 levels reuse the AVX2 kernels. No AVX-512 machine was
 //! at hand to write and measure dedicated 512-bit kernels on.
 
+pub(crate) mod attention_avx2;
 mod avx2;
 pub(crate) mod packed_avx2;
 

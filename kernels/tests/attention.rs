@@ -1,6 +1,6 @@
-//! Attention over an f16 KV cache: the SIMD kernels against their scalar twins, and against the
-//! f32 kernels on the same values widened to f32 (which they must equal bit for bit: the
-//! conversion is exact and the order of the sums is the same).
+//! Attention over f32 and f16 KV cache rows: the SIMD kernels against their scalar twins at odd
+//! shapes, and the f16 kernels against the f32 ones on the same values widened to f32 (which
+//! they must equal bit for bit: the conversion is exact and the order of the sums is the same).
 
 mod common;
 
@@ -23,36 +23,42 @@ fn halves(x: &[f32]) -> Vec<f16> {
     h
 }
 
-#[test]
-fn f16_attention_kernels_match_scalar_twins() {
-    let mut rng = Rng::new(41);
+/// Every supported level against the scalar twin, for cache rows of type `T` made by `rows`.
+fn check_twins<T: CacheValue>(seed: u64, rows_of: impl Fn(&[f32]) -> Vec<T>, what: &str) {
+    let mut rng = Rng::new(seed);
     for level in KernelLevel::supported() {
         for (n, stride, rows) in SHAPES {
             let q = rng.normals(n);
-            let keys = halves(&rng.normals((rows - 1) * stride + n));
+            let keys = rows_of(&rng.normals((rows - 1) * stride + n));
             let mut want = vec![0f32; rows];
             let mut got = vec![0f32; rows];
-            dot_rows_f16_at(KernelLevel::Scalar, &q, &keys, stride, 0.125, &mut want);
-            dot_rows_f16_at(level, &q, &keys, stride, 0.125, &mut got);
+            dot_rows_at(KernelLevel::Scalar, &q, &keys, stride, 0.125, &mut want);
+            dot_rows_at(level, &q, &keys, stride, 0.125, &mut got);
             for (a, b) in want.iter().zip(&got) {
                 assert!(
                     (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
-                    "{level} dot_rows_f16 {n}/{stride}/{rows}: {a} vs {b}"
+                    "{level} dot_rows {what} {n}/{stride}/{rows}: {a} vs {b}"
                 );
             }
             let w = rng.normals(rows);
             let mut want = vec![0f32; n];
             let mut got = vec![7f32; n];
-            weighted_rows_f16_at(KernelLevel::Scalar, &w, &keys, stride, &mut want);
-            weighted_rows_f16_at(level, &w, &keys, stride, &mut got);
+            weighted_rows_at(KernelLevel::Scalar, &w, &keys, stride, &mut want);
+            weighted_rows_at(level, &w, &keys, stride, &mut got);
             for (a, b) in want.iter().zip(&got) {
                 assert!(
                     (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
-                    "{level} weighted_rows_f16 {n}/{stride}/{rows}: {a} vs {b}"
+                    "{level} weighted_rows {what} {n}/{stride}/{rows}: {a} vs {b}"
                 );
             }
         }
     }
+}
+
+#[test]
+fn attention_kernels_match_scalar_twins() {
+    check_twins(35, |x| x.to_vec(), "f32");
+    check_twins(41, halves, "f16");
 }
 
 #[test]
@@ -65,13 +71,13 @@ fn f16_attention_equals_f32_attention_on_widened_values() {
             let wide: Vec<f32> = keys.iter().map(|h| h.to_f32()).collect();
             let mut from_f16 = vec![0f32; rows];
             let mut from_f32 = vec![1f32; rows];
-            dot_rows_f16_at(level, &q, &keys, stride, 0.3, &mut from_f16);
+            dot_rows_at(level, &q, &keys, stride, 0.3, &mut from_f16);
             dot_rows_at(level, &q, &wide, stride, 0.3, &mut from_f32);
             assert_eq!(from_f16, from_f32, "{level} dot_rows {n}/{stride}/{rows}");
             let w = rng.normals(rows);
             let mut from_f16 = vec![0f32; n];
             let mut from_f32 = vec![1f32; n];
-            weighted_rows_f16_at(level, &w, &keys, stride, &mut from_f16);
+            weighted_rows_at(level, &w, &keys, stride, &mut from_f16);
             weighted_rows_at(level, &w, &wide, stride, &mut from_f32);
             assert_eq!(
                 from_f16, from_f32,
