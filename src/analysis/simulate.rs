@@ -36,6 +36,16 @@ pub enum Policy {
     /// Longest estimated time to next use: layers until the expert's layer comes round again,
     /// plus a full pass per expected miss of its layer (1/p − 1, p = its recent use rate)
     Reuse,
+    /// `reuse`'s estimate ranked by hit density instead: evict the smallest p / d (chance of a
+    /// hit at the layer's next visit per layer step held until then); the experts of the group
+    /// being served are never evicted for each other
+    #[value(name = "reuse-density")]
+    #[serde(rename = "reuse-density")]
+    ReuseDensity,
+    /// `reuse-density` with p from the set of experts the layer routed to at its last visit
+    /// (and the one before): per-layer counts of what followed each set, learned online, backed
+    /// off to `reuse`'s estimate for sets not seen yet
+    Context,
     /// Not an online policy but a bound on one: `reuse` told, for free, which experts the
     /// current token will route to at every later layer (perfect pre-gating). No router
     /// predictor can do better than this within a token; what remains up to Belady is the
@@ -54,6 +64,8 @@ impl std::fmt::Display for Policy {
             Policy::Lfu => "lfu",
             Policy::Reuse => "reuse",
             Policy::ReuseLookahead => "reuse-lookahead",
+            Policy::ReuseDensity => "reuse-density",
+            Policy::Context => "context",
             Policy::Belady => "belady",
         })
     }
@@ -169,6 +181,8 @@ pub fn simulate(trace: &RequestTrace, capacity: usize, policy: Policy) -> Result
         Policy::Lru | Policy::Lfu => replay_online(trace, capacity, policy == Policy::Lfu),
         Policy::Reuse => replay_reuse(trace, capacity, false),
         Policy::ReuseLookahead => replay_reuse(trace, capacity, true),
+        Policy::ReuseDensity => replay_density(trace, capacity, false),
+        Policy::Context => replay_density(trace, capacity, true),
         Policy::Belady => replay_belady(trace, capacity),
     };
     let requests = trace.len() as u64;
@@ -291,6 +305,57 @@ fn replay_reuse(trace: &RequestTrace, capacity: usize, lookahead: bool) -> (u64,
                             };
                         }
                         (at, steps)
+                    })
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .expect("capacity ≥ group size leaves a victim");
+                resident.swap_remove(at);
+                evictions += 1;
+            }
+            resident.push(id);
+        }
+    }
+    (hits, evictions)
+}
+
+/// `reuse-density`, or with `context` the `context` policy (`crate::experts::ContextModel`).
+/// As in the runtime, the experts of the group being served score lowest, so they are never
+/// evicted for each other. Returns (hits, evictions).
+fn replay_density(trace: &RequestTrace, capacity: usize, context: bool) -> (u64, u64) {
+    use crate::experts::{density_score, ContextModel, ReuseEstimator};
+    let n_layers = trace.names.iter().map(|n| n.0 + 1).max().unwrap_or(1);
+    let n_expert = trace.names.iter().map(|n| n.1 + 1).max().unwrap_or(1);
+    let k = trace.max_group();
+    let mut est = ReuseEstimator::new(n_layers, n_expert, k);
+    let mut ctx = ContextModel::new(n_layers, n_expert, k);
+    let mut resident: Vec<u32> = Vec::new();
+    let (mut hits, mut evictions) = (0u64, 0u64);
+    let mut group: Vec<usize> = Vec::new();
+    for g in trace.groups() {
+        let layer = trace.names[trace.keys[g.start] as usize].0;
+        group.clear();
+        group.extend(g.clone().map(|i| trace.names[trace.keys[i] as usize].1));
+        est.visit(layer, &group);
+        ctx.record(layer, &group, false, &est);
+        for i in g.clone() {
+            let id = trace.keys[i];
+            if resident.contains(&id) {
+                hits += 1;
+                continue;
+            }
+            if resident.len() >= capacity {
+                let in_group = &trace.keys[g.clone()];
+                let (at, _) = resident
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, k)| !in_group.contains(k))
+                    .map(|(at, &k)| {
+                        let (l, e) = trace.names[k as usize];
+                        let score = if context {
+                            ctx.eviction_score(l, e)
+                        } else {
+                            density_score(n_layers, layer, l, est.p(l, e))
+                        };
+                        (at, score)
                     })
                     .max_by(|a, b| a.1.total_cmp(&b.1))
                     .expect("capacity ≥ group size leaves a victim");

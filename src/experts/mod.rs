@@ -5,6 +5,7 @@
 //! fixed pool of slots under a RAM budget, reading misses by positional reads.
 
 mod cached;
+mod context;
 mod mapped;
 mod reuse;
 
@@ -12,6 +13,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 pub use cached::{CacheConfig, CachedExpertStore, EvictionPolicy};
+pub use context::{density_score, ContextModel};
 pub use mapped::MappedExpertStore;
 pub use reuse::ReuseEstimator;
 

@@ -143,10 +143,8 @@ impl ReuseEstimator {
         self.current
     }
 
-    /// Expected layer steps until (layer, expert) is used again.
-    pub fn steps_to_next_use(&self, layer: usize, expert: usize) -> f32 {
-        let l = self.n_layers;
-        let d = (layer + l - self.current - 1) % l + 1;
+    /// Estimated chance that (layer, expert) is routed at its layer's next visit.
+    pub fn p(&self, layer: usize, expert: usize) -> f32 {
         let i = layer * self.n_expert + expert;
         let recent = if self.last.get(i).copied().unwrap_or(false) {
             RECENT_BONUS
@@ -155,7 +153,14 @@ impl ReuseEstimator {
         };
         let rate = self.rate.get(i).copied().unwrap_or(0.0) + recent;
         let markov = self.markov.get(i).copied().unwrap_or(0.0);
-        let p = (MARKOV_WEIGHT * markov + (1.0 - MARKOV_WEIGHT) * rate).clamp(1e-4, 1.0);
+        (MARKOV_WEIGHT * markov + (1.0 - MARKOV_WEIGHT) * rate).clamp(1e-4, 1.0)
+    }
+
+    /// Expected layer steps until (layer, expert) is used again.
+    pub fn steps_to_next_use(&self, layer: usize, expert: usize) -> f32 {
+        let l = self.n_layers;
+        let d = (layer + l - self.current - 1) % l + 1;
+        let p = self.p(layer, expert);
         d as f32 + l as f32 * (1.0 / p - 1.0)
     }
 }
