@@ -168,7 +168,13 @@ fn belady_is_never_beaten_on_random_traces() {
             let best = hits(&t, cap, Policy::Belady);
             let lru = hits(&t, cap, Policy::Lru);
             let lfu = hits(&t, cap, Policy::Lfu);
-            for p in [Policy::Reuse, Policy::ReuseLookahead] {
+            for p in [
+                Policy::Reuse,
+                Policy::ReuseLookahead,
+                Policy::ReuseDensity,
+                Policy::Context,
+                Policy::ContextDensity,
+            ] {
                 let h = hits(&t, cap, p);
                 assert!(
                     best >= h,
@@ -350,4 +356,30 @@ fn reuse_estimate_learns_expert_transitions() {
     let never = est.steps_to_next_use(0, 2);
     assert!(next < just_used, "next {next} vs just used {just_used}");
     assert!(just_used < never, "just used {just_used} vs never {never}");
+}
+
+/// The `context` policy learns what follows each *set* of experts: here every layer cycles
+/// through four pairs of 8 experts in which each expert is followed by two different pairs, so
+/// per-expert rates and transitions cannot tell the next pair but the last pair can. With one
+/// token's worth of slots (2 per layer) `context` keeps the pair due next far more often than
+/// `reuse` does, and never beats Belady.
+#[test]
+fn context_learns_what_follows_a_set() {
+    let cycle = [[0, 1], [2, 3], [0, 2], [1, 3], [4, 5], [6, 7], [4, 6], [5, 7]];
+    let mut groups: Vec<Vec<(usize, usize)>> = Vec::new();
+    for t in 0..600 {
+        for l in 0..4 {
+            let [a, b] = cycle[(t + l) % cycle.len()];
+            groups.push(vec![(l, a), (l, b)]);
+        }
+    }
+    let trace = RequestTrace::from_groups(groups.iter().map(|g| g.as_slice()));
+    let reuse = simulate(&trace, 8, Policy::Reuse).unwrap().hits;
+    let context = simulate(&trace, 8, Policy::Context).unwrap().hits;
+    let best = simulate(&trace, 8, Policy::Belady).unwrap().hits;
+    assert!(
+        context as f64 >= 1.2 * reuse as f64,
+        "context {context} should beat reuse {reuse} clearly"
+    );
+    assert!(context <= best, "context {context} cannot beat Belady {best}");
 }

@@ -42,10 +42,15 @@ pub enum Policy {
     #[value(name = "reuse-density")]
     #[serde(rename = "reuse-density")]
     ReuseDensity,
-    /// `reuse-density` with p from the set of experts the layer routed to at its last visit
-    /// (and the one before): per-layer counts of what followed each set, learned online, backed
-    /// off to `reuse`'s estimate for sets not seen yet
+    /// `reuse` with p half its own, half learned from the set of experts the layer routed to
+    /// at its last visit (and the one before): per-layer counts of what followed each set,
+    /// learned online, backed off to `reuse`'s estimate for sets not seen yet. The experts of
+    /// the group being served are never evicted for each other
     Context,
+    /// `context`'s estimate ranked by hit density (as `reuse-density`)
+    #[value(name = "context-density")]
+    #[serde(rename = "context-density")]
+    ContextDensity,
     /// Not an online policy but a bound on one: `reuse` told, for free, which experts the
     /// current token will route to at every later layer (perfect pre-gating). No router
     /// predictor can do better than this within a token; what remains up to Belady is the
@@ -66,6 +71,7 @@ impl std::fmt::Display for Policy {
             Policy::ReuseLookahead => "reuse-lookahead",
             Policy::ReuseDensity => "reuse-density",
             Policy::Context => "context",
+            Policy::ContextDensity => "context-density",
             Policy::Belady => "belady",
         })
     }
@@ -181,8 +187,9 @@ pub fn simulate(trace: &RequestTrace, capacity: usize, policy: Policy) -> Result
         Policy::Lru | Policy::Lfu => replay_online(trace, capacity, policy == Policy::Lfu),
         Policy::Reuse => replay_reuse(trace, capacity, false),
         Policy::ReuseLookahead => replay_reuse(trace, capacity, true),
-        Policy::ReuseDensity => replay_density(trace, capacity, false),
-        Policy::Context => replay_density(trace, capacity, true),
+        Policy::ReuseDensity => replay_density(trace, capacity, Score::ReuseDensity),
+        Policy::Context => replay_density(trace, capacity, Score::Context),
+        Policy::ContextDensity => replay_density(trace, capacity, Score::ContextDensity),
         Policy::Belady => replay_belady(trace, capacity),
     };
     let requests = trace.len() as u64;
@@ -317,10 +324,18 @@ fn replay_reuse(trace: &RequestTrace, capacity: usize, lookahead: bool) -> (u64,
     (hits, evictions)
 }
 
-/// `reuse-density`, or with `context` the `context` policy (`crate::experts::ContextModel`).
+/// Eviction rankings of `replay_density`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Score {
+    ReuseDensity,
+    Context,
+    ContextDensity,
+}
+
+/// `reuse-density`, `context` or `context-density` (`crate::experts::ContextModel`).
 /// As in the runtime, the experts of the group being served score lowest, so they are never
 /// evicted for each other. Returns (hits, evictions).
-fn replay_density(trace: &RequestTrace, capacity: usize, context: bool) -> (u64, u64) {
+fn replay_density(trace: &RequestTrace, capacity: usize, score: Score) -> (u64, u64) {
     use crate::experts::{density_score, ContextModel, ReuseEstimator};
     let n_layers = trace.names.iter().map(|n| n.0 + 1).max().unwrap_or(1);
     let n_expert = trace.names.iter().map(|n| n.1 + 1).max().unwrap_or(1);
@@ -350,12 +365,12 @@ fn replay_density(trace: &RequestTrace, capacity: usize, context: bool) -> (u64,
                     .filter(|(_, k)| !in_group.contains(k))
                     .map(|(at, &k)| {
                         let (l, e) = trace.names[k as usize];
-                        let score = if context {
-                            ctx.eviction_score(l, e)
-                        } else {
-                            density_score(n_layers, layer, l, est.p(l, e))
+                        let s = match score {
+                            Score::ReuseDensity => density_score(n_layers, layer, l, est.p(l, e)),
+                            Score::Context => ctx.steps_to_next_use(l, e),
+                            Score::ContextDensity => ctx.density_score(l, e),
                         };
-                        (at, score)
+                        (at, s)
                     })
                     .max_by(|a, b| a.1.total_cmp(&b.1))
                     .expect("capacity ≥ group size leaves a victim");
