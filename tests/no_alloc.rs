@@ -148,7 +148,7 @@ fn decode_steps_allocate_nothing() {
             n_expert,
             CacheConfig {
                 slots: n_expert * moe_layers.len(),
-                policy: EvictionPolicy::Reuse,
+                policy: EvictionPolicy::Context,
                 io_threads: 2,
                 direct_io: false,
                 reserve: probe.cfg.n_expert_used,

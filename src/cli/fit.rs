@@ -31,7 +31,7 @@ pub fn choose(args: &ModelArgs, top_k: usize, budgeted: bool) -> Result<ModelArg
     caps.dedup();
     let policies: Vec<EvictionPolicy> = if budgeted {
         vec![
-            EvictionPolicy::Reuse,
+            EvictionPolicy::Context,
             EvictionPolicy::Lru,
             EvictionPolicy::Lfu,
         ]

@@ -88,10 +88,12 @@ pub struct ModelArgs {
     #[arg(long = "ram-budget", value_name = "SIZE")]
     pub ram_budget: Option<String>,
 
-    /// Expert cache eviction policy. `reuse` (default) evicts the expert with the longest
-    /// estimated time to its next use; it came closest to Belady's optimum on the bundled and a
-    /// synthetic model's traces and decoded fastest in a 2 GiB cgroup (BENCHMARKS.md)
-    #[arg(long = "cache-policy", value_enum, default_value_t = EvictionPolicy::Reuse)]
+    /// Expert cache eviction policy. `context` (default) evicts the expert with the longest
+    /// estimated time to its next use, its chance of use learned from the layer's recent routing
+    /// and from what followed the same set of experts before; `reuse` is that estimate without
+    /// the sets. `context` came closest to Belady's optimum on the bundled and a synthetic
+    /// model's traces (BENCHMARKS.md)
+    #[arg(long = "cache-policy", value_enum, default_value_t = EvictionPolicy::Context)]
     pub cache_policy: EvictionPolicy,
 
     /// Keep these experts resident under a RAM budget (layer:expert list, e.g. 0:3,1:7,2:*, or

@@ -37,7 +37,7 @@ pub struct SimulateArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "lru,lfu,reuse,belady"
+        default_value = "lru,lfu,reuse,context,belady"
     )]
     pub policy: Vec<Policy>,
 

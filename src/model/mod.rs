@@ -77,7 +77,7 @@ impl Model {
                     cfg.n_expert,
                     CacheConfig {
                         slots,
-                        policy: EvictionPolicy::Reuse,
+                        policy: EvictionPolicy::Context,
                         io_threads: 2,
                         direct_io: true,
                         reserve: cfg.n_expert_used,
