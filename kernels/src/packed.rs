@@ -84,10 +84,9 @@ fn packed_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
     }
     match (level, ty) {
         #[cfg(target_arch = "x86_64")]
-        (KernelLevel::Avx512Vnni, _) if vnni_kernels_verified() => Some(match ty {
-            GgmlType::Q4_K => crate::x86::packed_avx2::vnni::matmul_q4_kx8,
-            _ => crate::x86::packed_avx2::vnni::matmul_q4_0x8,
-        }),
+        (KernelLevel::Avx512 | KernelLevel::Avx512Vnni, _) if avx512_kernels_verified(level) => {
+            avx512_kernel(level, ty)
+        }
         #[cfg(target_arch = "x86_64")]
         (KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni, _) => Some(match ty {
             GgmlType::Q4_K => crate::x86::packed_avx2::avx2::matmul_q4_kx8,
@@ -394,57 +393,79 @@ fn summarize_q8_0_scalar(acts: &[u8], act_d: &mut Vec<f32>, act_s: &mut Vec<i32>
     }
 }
 
-/// Whether the AVX-512 VNNI packed kernels give the scalar twins' exact bits on this CPU,
-/// checked once on a small known problem of each type (tiles of 1 to 4 tokens). They were
-/// written on a machine without VNNI: the property tests check them wherever the CPU has it,
-/// and this check keeps a CPU that has it from ever running them unverified — on a mismatch
-/// the AVX2 kernels serve instead, with a warning.
+/// The AVX-512 packed kernel of `level` (`Avx512` or `Avx512Vnni`) for `ty`, before the
+/// start-up check: 512-bit Q4_0 kernels (`packed_avx512`, two groups per vector), and for Q4_K
+/// the 256-bit `vpdpbusd` kernel with VNNI or the AVX2 one without.
 #[cfg(target_arch = "x86_64")]
-fn vnni_kernels_verified() -> bool {
-    static VERIFIED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *VERIFIED.get_or_init(|| {
-        if !KernelLevel::Avx512Vnni.is_supported() {
+fn avx512_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
+    use crate::x86::{packed_avx2, packed_avx512};
+    Some(match (level, ty) {
+        (KernelLevel::Avx512Vnni, GgmlType::Q4_0) => packed_avx512::vnni::matmul_q4_0x8,
+        (KernelLevel::Avx512Vnni, GgmlType::Q4_K) => packed_avx2::vnni::matmul_q4_kx8,
+        (KernelLevel::Avx512, GgmlType::Q4_0) => packed_avx512::bw::matmul_q4_0x8,
+        (KernelLevel::Avx512, GgmlType::Q4_K) => packed_avx2::avx2::matmul_q4_kx8,
+        _ => return None,
+    })
+}
+
+/// Whether `level`'s AVX-512 packed kernels give the scalar twins' exact bits on this CPU,
+/// checked once per level on small known problems of each type (odd and even group counts,
+/// tiles of 1 to 4 tokens). They were written on a machine without AVX-512: the property tests
+/// check them under emulation (`tools/avx512-emu`) and wherever the CPU has AVX-512, and this
+/// check keeps a CPU from ever running them unverified — on a mismatch the AVX2 kernels serve
+/// instead, with a warning.
+#[cfg(target_arch = "x86_64")]
+fn avx512_kernels_verified(level: KernelLevel) -> bool {
+    use std::sync::OnceLock;
+    static VERIFIED: [OnceLock<bool>; 2] = [OnceLock::new(), OnceLock::new()];
+    let slot = match level {
+        KernelLevel::Avx512 => &VERIFIED[0],
+        KernelLevel::Avx512Vnni => &VERIFIED[1],
+        _ => return false,
+    };
+    *slot.get_or_init(|| {
+        if !level.is_supported() {
             return false;
         }
-        let (cols, rows, tokens) = (512, 16, 5);
+        let cols = 512;
+        let tokens = 5;
         let value = |i: usize| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * (1.0 + (i % 13) as f32);
-        for (ty, f) in [
-            (
-                GgmlType::Q4_0,
-                crate::x86::packed_avx2::vnni::matmul_q4_0x8 as PackedMatmulFn,
-            ),
-            (GgmlType::Q4_K, crate::x86::packed_avx2::vnni::matmul_q4_kx8),
-        ] {
-            let rb = crate::row_bytes_of(ty, cols);
-            let mut w = vec![0u8; rb * rows];
-            for (r, dst) in w.chunks_exact_mut(rb).enumerate() {
-                let x: Vec<f32> = (0..cols).map(|c| value(r * cols + c)).collect();
-                crate::quantize_row_ref(ty, &x, dst);
-            }
-            let mut packed = vec![0u8; w.len()];
-            pack_rows(ty, cols, &w, &mut packed);
-            let vdt = ty.vec_dot_type();
-            let ab = crate::row_bytes_of(vdt, cols);
-            let mut acts = vec![0u8; ab * tokens];
-            for (t, dst) in acts.chunks_exact_mut(ab).enumerate() {
-                let x: Vec<f32> = (0..cols).map(|c| value(31 + t * cols + 3 * c)).collect();
-                crate::quantize_activation_at(KernelLevel::Scalar, vdt, &x, dst);
-            }
-            for n in 1..=tokens {
-                let a = &acts[..ab * n];
-                let mut want = vec![0f32; rows * n];
-                let mut got = vec![0f32; rows * n];
-                call_kernel(scalar_kernel(ty), ty, cols, &packed, a, n, &mut want);
-                call_kernel(f, ty, cols, &packed, a, n, &mut got);
-                if want.iter().zip(&got).any(|(a, b)| a.to_bits() != b.to_bits()) {
-                    log::warn!(
-                        "the AVX-512 VNNI packed {ty} kernel differs from its scalar twin on this CPU; using the AVX2 kernels"
-                    );
-                    return false;
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_K] {
+            let Some(f) = avx512_kernel(level, ty) else {
+                continue;
+            };
+            for rows in [16, 24] {
+                let rb = crate::row_bytes_of(ty, cols);
+                let mut w = vec![0u8; rb * rows];
+                for (r, dst) in w.chunks_exact_mut(rb).enumerate() {
+                    let x: Vec<f32> = (0..cols).map(|c| value(r * cols + c)).collect();
+                    crate::quantize_row_ref(ty, &x, dst);
+                }
+                let mut packed = vec![0u8; w.len()];
+                pack_rows(ty, cols, &w, &mut packed);
+                let vdt = ty.vec_dot_type();
+                let ab = crate::row_bytes_of(vdt, cols);
+                let mut acts = vec![0u8; ab * tokens];
+                for (t, dst) in acts.chunks_exact_mut(ab).enumerate() {
+                    let x: Vec<f32> = (0..cols).map(|c| value(31 + t * cols + 3 * c)).collect();
+                    crate::quantize_activation_at(KernelLevel::Scalar, vdt, &x, dst);
+                }
+                for n in 1..=tokens {
+                    let a = &acts[..ab * n];
+                    let mut want = vec![0f32; rows * n];
+                    let mut got = vec![0f32; rows * n];
+                    call_kernel(scalar_kernel(ty), ty, cols, &packed, a, n, &mut want);
+                    call_kernel(f, ty, cols, &packed, a, n, &mut got);
+                    if want.iter().zip(&got).any(|(a, b)| a.to_bits() != b.to_bits()) {
+                        log::warn!(
+                            "the {level} packed {ty} kernel differs from its scalar twin on this CPU; using the AVX2 kernels"
+                        );
+                        return false;
+                    }
                 }
             }
         }
-        log::debug!("AVX-512 VNNI packed kernels verified against their scalar twins");
+        log::debug!("{level} packed kernels verified against their scalar twins");
         true
     })
 }
@@ -452,6 +473,28 @@ fn vnni_kernels_verified() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On a CPU with AVX-512 the AVX-512 packed kernels must pass their start-up check, so that
+    /// the packed property tests at those levels run them rather than the AVX2 fallback.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_kernels_serve_where_the_cpu_has_avx512() {
+        for level in [KernelLevel::Avx512, KernelLevel::Avx512Vnni] {
+            let has = level.is_supported();
+            assert_eq!(avx512_kernels_verified(level), has, "{level}");
+            for ty in [GgmlType::Q4_0, GgmlType::Q4_K] {
+                if has {
+                    let used = packed_kernel(level, ty).map(|f| f as usize);
+                    assert_eq!(
+                        used,
+                        avx512_kernel(level, ty).map(|f| f as usize),
+                        "{level} {ty}"
+                    );
+                }
+            }
+            println!("{level} on this CPU: {has}");
+        }
+    }
 
     #[test]
     fn activation_summaries_match_the_scalar_twin() {

@@ -1,13 +1,16 @@
 //! x86-64 kernels, one module per instruction set.
 //!
-//! The AVX-512 VNNI level has its own packed Q4_0 / Q4_K kernels (`packed_avx2::vnni`, with
-//! `vpdpbusd`; used once they pass a start-up check against the scalar twins, see
-//! `crate::packed`); otherwise the AVX-512 levels reuse the AVX2 kernels. No AVX-512 machine was
-//! at hand to write and measure dedicated 512-bit kernels on.
+//! The AVX-512 levels have their own packed Q4_0 kernels (`packed_avx512`: two 8-row groups per
+//! 512-bit vector, `vpmaddubsw` or VNNI `vpdpbusd`) and, with VNNI, a 256-bit `vpdpbusd` packed
+//! Q4_K kernel (`packed_avx2::vnni`); everything else reuses the AVX2 kernels. They were written
+//! on a machine without AVX-512: their tests run on an emulated Tiger Lake CPU
+//! (`tools/avx512-emu/run.sh`, in CI), and `crate::packed` checks them against the scalar twins
+//! at start-up before it uses them. Their speed has not been measured.
 
 pub(crate) mod attention_avx2;
 mod avx2;
 pub(crate) mod packed_avx2;
+pub(crate) mod packed_avx512;
 
 use crate::dispatch::KernelTable;
 use crate::level::KernelLevel;

@@ -4,7 +4,7 @@
 //!
 //! The kernels are written once (`packed_kernels!`) and stamped out per instruction set with its
 //! dot product of 8 chunks (8 rows × 4 bytes each) against broadcast activation quads: AVX2
-//! (`vpmaddubsw`, 16-bit adds, one `vpmaddwd`) and AVX-512 VNNI on 256-bit vectors (`vpdpbusd`,
+//! (`vpmaddubsw`, 16-bit adds, one `vpmaddwd`) and, for Q4_K, AVX-512 VNNI on 256-bit vectors (`vpdpbusd`,
 //! which does all three in one instruction). Both produce the same exact 32-bit sums — the
 //! 16-bit partial sums of the AVX2 form cannot overflow: 8 chunks × 2 products × 15 × 128 <
 //! 2^15 — so both are bit-identical to the scalar twins.
@@ -103,11 +103,12 @@ macro_rules! scale_dpbusd {
 /// The packed kernels for one instruction set: `$features` for `#[target_feature]`, `$dot8`
 /// for the 8-chunk dot product and `$scale` for the form of a scale it multiplies by.
 macro_rules! packed_kernels {
-    ($name:ident, $features:literal, $dot8:ident, $scale:ident) => {
+    ($name:ident, $features:literal, $dot8:ident, $scale:ident, $q4_0:meta) => {
         pub(crate) mod $name {
             use super::*;
 
             /// One group (`wg`, 8 rows) times tokens `t0..t0 + T`.
+            #[$q4_0]
             #[inline]
             #[target_feature(enable = $features)]
             unsafe fn group_tile<const T: usize>(
@@ -204,6 +205,7 @@ macro_rules! packed_kernels {
             /// # Safety
             /// The CPU must have this module's features; arguments as checked by
             /// `crate::packed::matmul_packed_at`.
+            #[$q4_0]
             #[target_feature(enable = $features)]
             pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
                 let tiles: [TileFn; TOKEN_TILE] = [
@@ -366,10 +368,18 @@ macro_rules! packed_kernels {
     };
 }
 
-packed_kernels!(avx2, "avx2,fma,f16c", dot8_maddubs, scale_maddubs);
+packed_kernels!(
+    avx2,
+    "avx2,fma,f16c",
+    dot8_maddubs,
+    scale_maddubs,
+    cfg(all())
+);
+// Q4_0 at the VNNI level runs the 512-bit kernel (`packed_avx512`): only Q4_K is built here.
 packed_kernels!(
     vnni,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     dot8_dpbusd,
-    scale_dpbusd
+    scale_dpbusd,
+    cfg(any())
 );

@@ -1,0 +1,188 @@
+//! AVX-512 kernels for packed Q4_0 (`Q4_0x8`, see `crate::packed`): two adjacent 8-row groups
+//! per 512-bit accumulator, group `g` in lanes 0..8 and group `g + 1` in lanes 8..16, so one
+//! instruction does what two do in the 256-bit kernels (`packed_avx2`), and the 16 results are
+//! one contiguous store (the two groups' rows are adjacent in the output). An odd last group runs
+//! with its upper half masked off.
+//!
+//! Two forms of the 8-chunk dot product, as in `packed_avx2`: `vpmaddubsw` + `vpmaddwd` (AVX-512
+//! BW) and `vpdpbusd` (AVX-512 VNNI). Per lane the integer sums and the f32 operations (one
+//! `fma(d_w · d_a, dot, acc)` per block, blocks in order) are those of the scalar twin, so the
+//! results are bit-identical to it.
+//!
+//! Written on a machine without AVX-512: the property tests run them under emulation
+//! (`tools/avx512-emu/run.sh`, in CI), and `crate::packed` checks them against the scalar twin
+//! at start-up before it uses them.
+
+use std::arch::x86_64::*;
+
+use crate::packed::{PackedArgs, PACK_ROWS};
+
+/// Tokens sharing one unpacked block column (per pair of groups).
+const TOKEN_TILE: usize = 4;
+
+/// Software prefetch distance in bytes, per group stream (as in `packed_avx2`).
+const PREFETCH_AHEAD: usize = 1152;
+
+/// A kernel for a pair of groups and a tile of tokens (`pair_tile::<T>` for T = 1..=4).
+type TileFn = unsafe fn(&PackedArgs<'_>, *const u8, *const u8, usize, &mut [__m512; TOKEN_TILE]);
+
+/// `vpmaddubsw` form: Σ_c w[c] · broadcast(y + off[c]) per 32-bit lane (unsigned 4-bit weights,
+/// signed 8-bit activations; the 16-bit partial sums cannot overflow: 8 × 2 × 15 × 128 < 2^15).
+macro_rules! dot8_maddubs {
+    ($w:expr, $y:expr, $off:expr) => {{
+        let (w, y, off): (&[__m512i; 8], *const u8, [usize; 8]) = ($w, $y, $off);
+        let bc = |o: usize| _mm512_set1_epi32((y.add(o) as *const i32).read_unaligned());
+        let mut s = _mm512_maddubs_epi16(w[0], bc(off[0]));
+        for c in 1..8 {
+            s = _mm512_add_epi16(s, _mm512_maddubs_epi16(w[c], bc(off[c])));
+        }
+        _mm512_madd_epi16(s, _mm512_set1_epi16(1))
+    }};
+}
+
+/// `vpdpbusd` form of [`dot8_maddubs`].
+macro_rules! dot8_dpbusd {
+    ($w:expr, $y:expr, $off:expr) => {{
+        let (w, y, off): (&[__m512i; 8], *const u8, [usize; 8]) = ($w, $y, $off);
+        let bc = |o: usize| _mm512_set1_epi32((y.add(o) as *const i32).read_unaligned());
+        let mut s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], bc(off[0]));
+        for c in 1..8 {
+            s = _mm512_dpbusd_epi32(s, w[c], bc(off[c]));
+        }
+        s
+    }};
+}
+
+macro_rules! packed_kernels_512 {
+    ($name:ident, $features:literal, $dot8:ident) => {
+        pub(crate) mod $name {
+            use super::*;
+
+            /// 32 bytes at `lo` in the low half and 32 at `hi` in the high half.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn load_pair(lo: *const u8, hi: *const u8) -> __m512i {
+                // SAFETY: the caller passes 32 readable bytes at each address.
+                unsafe {
+                    let a = _mm256_loadu_si256(lo as *const __m256i);
+                    let b = _mm256_loadu_si256(hi as *const __m256i);
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b)
+                }
+            }
+
+            /// Groups `wg0` (lanes 0..8) and `wg1` (lanes 8..16; may equal `wg0` for an odd
+            /// last group) times tokens `t0..t0 + T`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn pair_tile<const T: usize>(
+                args: &PackedArgs<'_>,
+                wg0: *const u8,
+                wg1: *const u8,
+                t0: usize,
+                acc_out: &mut [__m512; TOKEN_TILE],
+            ) {
+                let nb = args.n_cols / 32;
+                let ab = nb * 34;
+                let mask = _mm512_set1_epi8(0x0F);
+                let mut acc = [_mm512_setzero_ps(); T];
+                for b in 0..nb {
+                    // SAFETY: block column b of each group is 144 bytes at wg + 144b (the caller
+                    // passes whole groups of nb columns); token rows have nb blocks of 34 bytes
+                    // and the summaries nb entries per token (checked by `matmul_packed_at`).
+                    unsafe {
+                        let (p0, p1) = (wg0.add(b * 144), wg1.add(b * 144));
+                        // Only the first tile streams the groups; the later ones find them in L1.
+                        if t0 == 0 {
+                            for p in [p0, p1] {
+                                for line in 0..3 {
+                                    let at = PREFETCH_AHEAD + 64 * line;
+                                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at) as *const i8);
+                                }
+                            }
+                        }
+                        let scales = _mm256_inserti128_si256::<1>(
+                            _mm256_castsi128_si256(_mm_loadu_si128(p0 as *const __m128i)),
+                            _mm_loadu_si128(p1 as *const __m128i),
+                        );
+                        let dw = _mm512_cvtph_ps(scales);
+                        let v: [__m512i; 4] = std::array::from_fn(|c| {
+                            load_pair(p0.add(16 + 32 * c), p1.add(16 + 32 * c))
+                        });
+                        // Chunk c holds quants 4c..4c+4 (low nibbles) and 16+4c.. (high).
+                        let w: [__m512i; 8] = std::array::from_fn(|i| {
+                            let x = v[i / 2];
+                            if i % 2 == 0 {
+                                _mm512_and_si512(x, mask)
+                            } else {
+                                _mm512_and_si512(_mm512_srli_epi16::<4>(x), mask)
+                            }
+                        });
+                        for t in 0..T {
+                            let tok = t0 + t;
+                            let y = args.acts.as_ptr().add(tok * ab + b * 34 + 2);
+                            let dot = $dot8!(&w, y, [0, 16, 4, 20, 8, 24, 12, 28]);
+                            let zero_point =
+                                _mm512_set1_epi32(*args.act_s.get_unchecked(tok * nb + b));
+                            let dot = _mm512_sub_epi32(dot, zero_point);
+                            let d = _mm512_mul_ps(
+                                dw,
+                                _mm512_set1_ps(*args.act_d.get_unchecked(tok * nb + b)),
+                            );
+                            acc[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot), acc[t]);
+                        }
+                    }
+                }
+                acc_out[..T].copy_from_slice(&acc);
+            }
+
+            /// Packed Q4_0 times Q8_0 activations, every group and token.
+            ///
+            /// # Safety
+            /// The CPU must have this module's features; arguments as checked by
+            /// `crate::packed::matmul_packed_at`.
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
+                let tiles: [TileFn; TOKEN_TILE] = [
+                    pair_tile::<1>,
+                    pair_tile::<2>,
+                    pair_tile::<3>,
+                    pair_tile::<4>,
+                ];
+                let group_bytes = args.n_cols / 32 * 144;
+                let n_groups = args.w.len() / group_bytes;
+                let n_rows = n_groups * PACK_ROWS;
+                let mut acc = [_mm512_setzero_ps(); TOKEN_TILE];
+                for g in (0..n_groups).step_by(2) {
+                    let both = g + 1 < n_groups;
+                    // SAFETY: groups g and (if `both`) g + 1 lie inside `w`.
+                    let (wg0, wg1) = unsafe {
+                        let wg0 = args.w.as_ptr().add(g * group_bytes);
+                        (wg0, if both { wg0.add(group_bytes) } else { wg0 })
+                    };
+                    let lanes: __mmask16 = if both { 0xFFFF } else { 0x00FF };
+                    let mut t0 = 0;
+                    while t0 < args.n_tokens {
+                        let t = TOKEN_TILE.min(args.n_tokens - t0);
+                        // SAFETY: tokens t0..t0 + t exist; the tile kernels need this
+                        // function's features.
+                        unsafe { tiles[t - 1](args, wg0, wg1, t0, &mut acc) };
+                        for (i, a) in acc[..t].iter().enumerate() {
+                            let at = (t0 + i) * n_rows + g * PACK_ROWS;
+                            let dst = &mut out[at..at + PACK_ROWS * (1 + both as usize)];
+                            // SAFETY: dst has 16 f32, or 8 when only the low lanes are stored.
+                            unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), lanes, *a) };
+                        }
+                        t0 += t;
+                    }
+                }
+            }
+        }
+    };
+}
+
+packed_kernels_512!(bw, "avx2,fma,f16c,avx512f,avx512bw,avx512vl", dot8_maddubs);
+packed_kernels_512!(
+    vnni,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    dot8_dpbusd
+);
