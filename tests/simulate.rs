@@ -365,7 +365,16 @@ fn reuse_estimate_learns_expert_transitions() {
 /// `reuse` does, and never beats Belady.
 #[test]
 fn context_learns_what_follows_a_set() {
-    let cycle = [[0, 1], [2, 3], [0, 2], [1, 3], [4, 5], [6, 7], [4, 6], [5, 7]];
+    let cycle = [
+        [0, 1],
+        [2, 3],
+        [0, 2],
+        [1, 3],
+        [4, 5],
+        [6, 7],
+        [4, 6],
+        [5, 7],
+    ];
     let mut groups: Vec<Vec<(usize, usize)>> = Vec::new();
     for t in 0..600 {
         for l in 0..4 {
@@ -381,5 +390,8 @@ fn context_learns_what_follows_a_set() {
         context as f64 >= 1.2 * reuse as f64,
         "context {context} should beat reuse {reuse} clearly"
     );
-    assert!(context <= best, "context {context} cannot beat Belady {best}");
+    assert!(
+        context <= best,
+        "context {context} cannot beat Belady {best}"
+    );
 }

@@ -280,9 +280,8 @@ impl CachedExpertStore {
                 },
                 last_error: None,
                 reuse: super::ReuseEstimator::new(layouts.len(), n_expert, cfg.reserve),
-                context: (cfg.policy == EvictionPolicy::Context).then(|| {
-                    super::ContextModel::new(layouts.len(), n_expert, cfg.reserve)
-                }),
+                context: (cfg.policy == EvictionPolicy::Context)
+                    .then(|| super::ContextModel::new(layouts.len(), n_expert, cfg.reserve)),
             }),
             loaded: Condvar::new(),
             buffers: (0..cfg.slots)
