@@ -16,6 +16,7 @@
 #
 #   tools/avx512-emu/run.sh            # build, boot, run; exit status = tests' verdict
 #   EMU_TIMEOUT=2400 tools/avx512-emu/run.sh
+#   EMU_CPU=tigerlake EMU_CLEARCPUID=rdpid EMU_KERNEL_ARGS="loglevel=7" tools/avx512-emu/run.sh
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -74,13 +75,13 @@ cp initrd.img iso/initrd.img
 # Bochs 2.7 reports PKRU in XCR0 but no PKRU state size, and the standard-format size for the
 # compacted one: Linux would turn XSAVE (and with it AVX) off. Hide PKU and the compacted forms
 # (XSAVES, XSAVEC). No mitigations or delay calibration: boot speed.
-cat > iso/isolinux/isolinux.cfg <<'EOF'
+cat > iso/isolinux/isolinux.cfg <<EOF
 DEFAULT tests
 PROMPT 0
 TIMEOUT 0
 LABEL tests
   KERNEL /vmlinuz
-  APPEND initrd=/initrd.img console=ttyS0 loglevel=4 nopku noxsaves clearcpuid=pku,ospke,xsaves,xsavec mitigations=off lpj=100000
+  APPEND initrd=/initrd.img console=ttyS0 loglevel=4 nopku noxsaves clearcpuid=pku,ospke,xsaves,xsavec${EMU_CLEARCPUID:+,$EMU_CLEARCPUID} mitigations=off lpj=100000 ${EMU_KERNEL_ARGS:-}
 EOF
 genisoimage -quiet -o boot.iso -b isolinux/isolinux.bin -c isolinux/boot.cat \
     -no-emul-boot -boot-load-size 4 -boot-info-table -J -R iso
