@@ -95,14 +95,20 @@ fn pool() -> &'static Pool {
     })
 }
 
-/// Claims the next index of the region `t` belongs to, if one is left.
+/// Claims the next index of the region `t` belongs to, if one is left. Never an index of a
+/// newer region: a helper loaded the work pointer of `t`'s region, and a region published
+/// since (a new epoch) has other work. Following the newer ticket here ran an old region's
+/// closure, already gone, under a new region's index, which then never ran: wrong results,
+/// seen once in CI under QEMU, where a helper can lag a whole region behind.
 fn claim(s: &Shared, mut t: u64) -> Option<u64> {
+    let epoch = t >> 32;
     while next(t) < count(t) {
         match s
             .ticket
             .compare_exchange_weak(t, t + 1, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => return Some(next(t)),
+            Err(now) if now >> 32 != epoch => return None,
             Err(now) => t = now,
         }
     }
