@@ -28,6 +28,7 @@
 //! the fewest counts replaced), so recording allocates nothing and memory stays bounded however
 //! many distinct sets a model produces.
 
+use super::reuse::{expected_steps, steps_until_layer};
 use super::ReuseEstimator;
 
 /// Prior weight (in visits) of the level below in the order-1 estimate.
@@ -267,9 +268,7 @@ impl ContextModel {
         if self.in_current_visit(layer, expert) {
             return 0.0;
         }
-        let l = self.n_layers;
-        let d = (layer + l - self.current % l - 1) % l + 1;
-        d as f32 + l as f32 * (1.0 / self.p(layer, expert) - 1.0)
+        expected_steps(self.n_layers, self.current, layer, self.p(layer, expert))
     }
 
     fn in_current_visit(&self, layer: usize, expert: usize) -> bool {
@@ -285,7 +284,5 @@ impl ContextModel {
 /// `d / p`: layer steps until `layer` comes round again (from `current`, 1 to `n_layers`) per
 /// expected hit.
 pub fn density_score(n_layers: usize, current: usize, layer: usize, p: f32) -> f32 {
-    let l = n_layers.max(1);
-    let d = (layer + l - current % l - 1) % l + 1;
-    d as f32 / p.clamp(MIN_P, 1.0)
+    steps_until_layer(n_layers, current, layer) as f32 / p.clamp(MIN_P, 1.0)
 }

@@ -158,9 +158,20 @@ impl ReuseEstimator {
 
     /// Expected layer steps until (layer, expert) is used again.
     pub fn steps_to_next_use(&self, layer: usize, expert: usize) -> f32 {
-        let l = self.n_layers;
-        let d = (layer + l - self.current - 1) % l + 1;
-        let p = self.p(layer, expert);
-        d as f32 + l as f32 * (1.0 / p - 1.0)
+        expected_steps(self.n_layers, self.current, layer, self.p(layer, expert))
     }
+}
+
+/// Layer steps from serving `current` until `layer` comes round again (1 to `n_layers`).
+pub fn steps_until_layer(n_layers: usize, current: usize, layer: usize) -> usize {
+    let l = n_layers.max(1);
+    (layer + l - current % l - 1) % l + 1
+}
+
+/// Expected layer steps until an expert of `layer` with chance `p` of being routed at each of
+/// its layer's visits is used again: the steps to its layer's next visit plus a full pass per
+/// expected miss, `d + L · (1/p − 1)`.
+pub fn expected_steps(n_layers: usize, current: usize, layer: usize, p: f32) -> f32 {
+    let d = steps_until_layer(n_layers, current, layer);
+    d as f32 + n_layers as f32 * (1.0 / p - 1.0)
 }
