@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::budget::{self, BudgetPlan};
-use crate::experts::{CacheConfig, CachedExpertStore, EvictionPolicy};
+use crate::experts::{CacheConfig, CachedExpertStore, ContextModel, EvictionPolicy};
 use crate::gguf::GgufFile;
 use crate::model::{KvType, KvTypes, Model};
 
@@ -220,6 +220,12 @@ impl ModelArgs {
                 + 8 * cfg.n_vocab) as u64;
         let non_expert = mapped.weights.resident_bytes();
         let layouts = mapped.weights.expert_layouts();
+        // The `context` policy's tables (up to about 4 MiB) live beside the slots.
+        let working = working
+            + match self.cache_policy {
+                EvictionPolicy::Context => ContextModel::bytes_for(layouts.len(), cfg.n_expert),
+                _ => 0,
+            };
         let slot_bytes = CachedExpertStore::slot_bytes_for(&layouts);
         let all_experts: u64 = layouts
             .iter()

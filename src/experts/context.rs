@@ -65,9 +65,20 @@ struct ContextTable {
 }
 
 impl ContextTable {
-    fn new(n_layers: usize, n_expert: usize) -> ContextTable {
+    /// Buckets per layer for `n_layers × n_expert` (at most `TABLE_FLOATS` counts in all).
+    fn buckets_for(n_layers: usize, n_expert: usize) -> usize {
         let rows = (TABLE_FLOATS / (n_layers * n_expert)).clamp(WAYS, MAX_ROWS);
-        let buckets = (rows / WAYS).max(1);
+        (rows / WAYS).max(1)
+    }
+
+    /// Heap bytes of a table for `n_layers × n_expert`: per row a tag, a total and the counts.
+    fn bytes_for(n_layers: usize, n_expert: usize) -> u64 {
+        let rows = n_layers * Self::buckets_for(n_layers, n_expert) * WAYS;
+        (rows * (8 + 4 + 4 * n_expert)) as u64
+    }
+
+    fn new(n_layers: usize, n_expert: usize) -> ContextTable {
+        let buckets = Self::buckets_for(n_layers, n_expert);
         let n = n_layers * buckets * WAYS;
         ContextTable {
             n_expert,
@@ -181,6 +192,13 @@ impl ContextModel {
         }
     }
 
+    /// Heap bytes the model for `n_layers × n_expert` keeps (its two tables and per-expert
+    /// vectors), for the RAM budget.
+    pub fn bytes_for(n_layers: usize, n_expert: usize) -> u64 {
+        let (nl, ne) = (n_layers.max(1), n_expert.max(1));
+        2 * ContextTable::bytes_for(nl, ne) + (nl * ne * 5 + nl * 3 * 8) as u64
+    }
+
     /// Records `experts` of `layer` (after `reuse` recorded them); with `continued`, as more
     /// experts of the visit recorded last.
     pub fn record(
@@ -285,4 +303,20 @@ impl ContextModel {
 /// expected hit.
 pub fn density_score(n_layers: usize, current: usize, layer: usize, p: f32) -> f32 {
     steps_until_layer(n_layers, current, layer) as f32 / p.clamp(MIN_P, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_for_counts_what_new_allocates() {
+        for (nl, ne) in [(4, 8), (16, 64), (48, 128), (1, 1)] {
+            let m = ContextModel::new(nl, ne, 2);
+            let table = |t: &ContextTable| t.tags.len() * 8 + (t.totals.len() + t.counts.len()) * 4;
+            let vectors = m.in_cur.len() + m.p.len() * 4 + (m.cur.len() * 3) * 8;
+            let got = table(&m.order1) + table(&m.order2) + vectors;
+            assert_eq!(ContextModel::bytes_for(nl, ne), got as u64, "{nl} × {ne}");
+        }
+    }
 }
