@@ -8,6 +8,7 @@ pub mod experts;
 pub mod generate;
 pub mod gguf;
 pub mod model;
+pub mod pages;
 pub mod rng;
 pub mod router;
 pub mod sampling;

@@ -67,7 +67,12 @@ pub fn bytes_per_token(model: &Model, top_k: usize) -> u64 {
 /// Read bandwidth in bytes/s with the pool's threads over a buffer of `bytes`, each thread
 /// streaming its own share with the widest loads the CPU has (best of 5 passes).
 pub fn measure_read_bandwidth(bytes: usize) -> f64 {
-    let buf: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
+    // Backed like the packed weights (huge pages where allowed), so the probe reads memory the
+    // way decode does.
+    let mut buf = crate::pages::zeroed_weight_buffer(bytes);
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = i as u8;
+    }
     let threads = rayon::current_num_threads();
     let chunk = bytes.div_ceil(threads).next_multiple_of(4096);
     let mut best = 0f64;

@@ -35,7 +35,7 @@ fn view(file: &GgufFile, t: &ExpertTensor) -> Result<(TensorBytes, u64)> {
     if !t.packed {
         return Ok((file.tensor_bytes(info)?, t.bytes_per_expert));
     }
-    let mut buf = vec![0u8; info.n_bytes as usize];
+    let mut buf = crate::pages::zeroed_weight_buffer(info.n_bytes as usize);
     file.read_at_uncached(info.file_offset, &mut buf, &format!("tensor '{}'", t.name))?;
     buf.par_chunks_mut(t.bytes_per_expert as usize)
         .for_each_init(Vec::new, |scratch, expert| {

@@ -39,7 +39,7 @@ impl Matrix {
             return Ok(());
         }
         let info = get(file, &self.name)?;
-        let mut buf = vec![0u8; info.n_bytes as usize];
+        let mut buf = crate::pages::zeroed_weight_buffer(info.n_bytes as usize);
         file.read_at_uncached(
             info.file_offset,
             &mut buf,
