@@ -53,4 +53,34 @@ mod tests {
             assert!(b.iter().all(|&x| x == 0));
         }
     }
+
+    /// Where the kernel has transparent huge pages, the buffer's mapping carries the advice
+    /// (`hg` in its `VmFlags` in /proc/self/smaps).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_large_buffer_is_advised_to_use_huge_pages() {
+        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+            return;
+        }
+        let buf = zeroed_weight_buffer(16 << 20);
+        let mid = buf.as_ptr() as usize + (8 << 20);
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        let mut flags = None;
+        for line in smaps.lines() {
+            let range = line.split(' ').next().unwrap_or("");
+            if let Some((a, b)) = range.split_once('-') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    inside = a <= mid && mid < b;
+                    continue;
+                }
+            }
+            if inside && line.starts_with("VmFlags:") {
+                flags = Some(line.to_string());
+            }
+        }
+        let flags = flags.expect("the buffer's mapping is listed in /proc/self/smaps");
+        assert!(flags.split_whitespace().any(|f| f == "hg"), "{flags}");
+    }
 }
