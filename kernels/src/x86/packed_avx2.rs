@@ -16,6 +16,9 @@ use crate::packed::{PackedArgs, PACK_ROWS};
 /// Tokens sharing one unpacked block column.
 const TOKEN_TILE: usize = 4;
 
+/// Far-apart runs of groups a one-token Q4_0 product reads side by side.
+const STREAMS: usize = 2;
+
 /// Software prefetch distance in bytes (prefetches are hints: past the end they are dropped).
 const PREFETCH_AHEAD: usize = 1152;
 
@@ -107,6 +110,36 @@ macro_rules! packed_kernels {
         pub(crate) mod $name {
             use super::*;
 
+            /// One block column of a packed Q4_0 group at `p` (144 bytes): the 8 rows' scales
+            /// and the 8 chunks of unsigned nibbles. Chunk c holds quants 4c..4c+4 (low
+            /// nibbles) and 16+4c.. (high).
+            ///
+            /// # Safety
+            /// `p` must point at 144 readable bytes.
+            #[$q4_0]
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn q4_0_column(p: *const u8) -> (__m256, [__m256i; 8]) {
+                let mask = _mm256_set1_epi8(0x0F);
+                // SAFETY: 16 bytes of scales, then 4 × 32 bytes of nibbles (the caller's bound).
+                let (dw, v) = unsafe {
+                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+                    let v: [__m256i; 4] = std::array::from_fn(|c| {
+                        _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i)
+                    });
+                    (dw, v)
+                };
+                let w = std::array::from_fn(|i| {
+                    let x = v[i / 2];
+                    if i % 2 == 0 {
+                        _mm256_and_si256(x, mask)
+                    } else {
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask)
+                    }
+                });
+                (dw, w)
+            }
+
             /// One group (`wg`, 8 rows) times tokens `t0..t0 + T`.
             #[$q4_0]
             #[inline]
@@ -119,7 +152,6 @@ macro_rules! packed_kernels {
             ) {
                 let nb = args.n_cols / 32;
                 let ab = nb * 34;
-                let mask = _mm256_set1_epi8(0x0F);
                 let mut acc = [_mm256_setzero_ps(); T];
                 for b in 0..nb {
                     // SAFETY: block column b of the group is 144 bytes at wg + 144b (the caller
@@ -137,19 +169,7 @@ macro_rules! packed_kernels {
                                 _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at) as *const i8);
                             }
                         }
-                        let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-                        let v: [__m256i; 4] = std::array::from_fn(|c| {
-                            _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i)
-                        });
-                        // Chunk c holds quants 4c..4c+4 (low nibbles) and 16+4c.. (high).
-                        let w: [__m256i; 8] = std::array::from_fn(|i| {
-                            let x = v[i / 2];
-                            if i % 2 == 0 {
-                                _mm256_and_si256(x, mask)
-                            } else {
-                                _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask)
-                            }
-                        });
+                        let (dw, w) = q4_0_column(p);
                         for t in 0..T {
                             let tok = t0 + t;
                             let y = args.acts.as_ptr().add(tok * ab + b * 34 + 2);
@@ -200,6 +220,77 @@ macro_rules! packed_kernels {
                 }
             }
 
+            /// `G` groups (from `wg`, `stride` bytes apart) times one token, block column by
+            /// block column: `G` memory streams per thread, each activation broadcast serving
+            /// every group.
+            #[$q4_0]
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn groups_one_token<const G: usize>(
+                args: &PackedArgs<'_>,
+                wg: *const u8,
+                stride: usize,
+            ) -> [__m256; G] {
+                let nb = args.n_cols / 32;
+                let mut acc = [_mm256_setzero_ps(); G];
+                for b in 0..nb {
+                    // SAFETY: the G groups are whole (the caller passes G of nb columns each,
+                    // `stride` bytes apart); the token's activation row has nb blocks of 34
+                    // bytes and the summaries nb entries (checked by `matmul_packed_at`).
+                    unsafe {
+                        let y = args.acts.as_ptr().add(b * 34 + 2);
+                        let zero_point = _mm256_set1_epi32(*args.act_s.get_unchecked(b));
+                        let d_act = _mm256_set1_ps(*args.act_d.get_unchecked(b));
+                        for (k, a) in acc.iter_mut().enumerate() {
+                            let p = wg.add(k * stride + b * 144);
+                            for line in 0..3 {
+                                let at = PREFETCH_AHEAD + 64 * line;
+                                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at) as *const i8);
+                            }
+                            let (dw, w) = q4_0_column(p);
+                            let dot = $dot8!(&w, y, [0, 16, 4, 20, 8, 24, 12, 28]);
+                            let dot = _mm256_sub_epi32(dot, zero_point);
+                            let d = _mm256_mul_ps(dw, d_act);
+                            *a = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), *a);
+                        }
+                    }
+                }
+                acc
+            }
+
+            /// Decode's product. The groups are cut into `STREAMS` runs walked side by side, so
+            /// each thread reads that many streams far apart. With one stream a thread reads
+            /// only as fast as a plain one-stream read (`examples/decode_bandwidth.rs`); two
+            /// far-apart streams read faster. Two adjacent groups side by side, or whole groups
+            /// taken from alternate runs, did not.
+            #[$q4_0]
+            #[target_feature(enable = $features)]
+            unsafe fn one_token_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32], group_bytes: usize) {
+                let n_groups = args.w.len() / group_bytes;
+                let run = n_groups / STREAMS;
+                for g in 0..run {
+                    // SAFETY: groups g + k * run lie inside `w`; same features.
+                    let acc = unsafe {
+                        let wg = args.w.as_ptr().add(g * group_bytes);
+                        groups_one_token::<STREAMS>(args, wg, run * group_bytes)
+                    };
+                    for (k, a) in acc.iter().enumerate() {
+                        let at = (g + k * run) * PACK_ROWS;
+                        // SAFETY: 8 f32 at `at` lie inside `out`.
+                        unsafe { _mm256_storeu_ps(out[at..at + PACK_ROWS].as_mut_ptr(), *a) };
+                    }
+                }
+                for g in run * STREAMS..n_groups {
+                    // SAFETY: group g lies inside `w`; same features.
+                    let acc = unsafe {
+                        groups_one_token::<1>(args, args.w.as_ptr().add(g * group_bytes), 0)
+                    };
+                    let at = g * PACK_ROWS;
+                    // SAFETY: 8 f32 at `at` lie inside `out`.
+                    unsafe { _mm256_storeu_ps(out[at..at + PACK_ROWS].as_mut_ptr(), acc[0]) };
+                }
+            }
+
             /// Packed Q4_0 times Q8_0 activations, every group and token.
             ///
             /// # Safety
@@ -208,6 +299,11 @@ macro_rules! packed_kernels {
             #[$q4_0]
             #[target_feature(enable = $features)]
             pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
+                let group_bytes = args.n_cols / 32 * 144;
+                if args.n_tokens == 1 {
+                    // SAFETY: same features; arguments as checked by the caller.
+                    return unsafe { one_token_q4_0x8(args, out, group_bytes) };
+                }
                 let tiles: [TileFn; TOKEN_TILE] = [
                     group_tile::<1>,
                     group_tile::<2>,
@@ -215,7 +311,7 @@ macro_rules! packed_kernels {
                     group_tile::<4>,
                 ];
                 // SAFETY: same features; arguments as checked by the caller.
-                unsafe { drive(args, out, args.n_cols / 32 * 144, tiles) }
+                unsafe { drive(args, out, group_bytes, tiles) }
             }
 
             /// One Q4_K group (`wg`, 8 rows) times tokens `t0..t0 + T`.
