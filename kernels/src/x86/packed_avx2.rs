@@ -323,125 +323,177 @@ macro_rules! packed_kernels {
                 t0: usize,
                 acc_out: &mut [__m256; TOKEN_TILE],
             ) {
+                let mut acc = [_mm256_setzero_ps(); T];
+                for b in 0..args.n_cols / 256 {
+                    // SAFETY: the caller passes a whole group of n_cols / 256 super-blocks.
+                    unsafe { q4_k_column::<T>(args, wg, b, t0, &mut acc) };
+                }
+                acc_out[..T].copy_from_slice(&acc);
+            }
+
+            /// Super-block column `b` of one Q4_K group (`wg`, 8 rows) times tokens
+            /// `t0..t0 + T`, added into `acc`.
+            ///
+            /// # Safety
+            /// As for [`group_tile_q4_k`], and `b` below the group's super-block count.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn q4_k_column<const T: usize>(
+                args: &PackedArgs<'_>,
+                wg: *const u8,
+                b: usize,
+                t0: usize,
+                acc: &mut [__m256; T],
+            ) {
                 let nb = args.n_cols / 256;
                 let ab = nb * 292;
                 let mask = _mm256_set1_epi8(0x0F);
-                let mut acc = [_mm256_setzero_ps(); T];
-                for b in 0..nb {
-                    // SAFETY: super-block column b of the group is 1152 bytes at wg + 1152b;
-                    // token rows have nb Q8_K blocks of 292 bytes (both checked by
-                    // `matmul_packed_at`) and the summaries 4 words per block and token
-                    // (`summarize_q8_k`).
-                    unsafe {
-                        let col = wg.add(b * 1152);
-                        let next = col.wrapping_add(1152);
-                        // Only the first tile streams the group (later ones find it in L1).
-                        let stream = t0 == 0;
-                        if stream {
-                            _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
-                            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64) as *const i8);
+                // SAFETY: super-block column b of the group is 1152 bytes at wg + 1152b;
+                // token rows have nb Q8_K blocks of 292 bytes (both checked by
+                // `matmul_packed_at`) and the summaries 4 words per block and token
+                // (`summarize_q8_k`).
+                unsafe {
+                    let col = wg.add(b * 1152);
+                    let next = col.wrapping_add(1152);
+                    // Only the first tile streams the group (later ones find it in L1).
+                    let stream = t0 == 0;
+                    if stream {
+                        _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64) as *const i8);
+                    }
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
+                    let dmin = _mm256_cvtph_ps(_mm_loadu_si128(col.add(16) as *const __m128i));
+                    // Scales and mins of the 8 sub-blocks as bytes (row r in byte r of
+                    // each 8-byte run), all at once: sc01 holds sub-blocks 0, 1 | 4, 5 and
+                    // sc23 holds 2, 3 | 6, 7 (128-bit lanes), likewise mn01 and mn23.
+                    let low4 = _mm256_set1_epi8(0x0F);
+                    let two = _mm256_set1_epi8(3);
+                    let b0 = _mm256_loadu_si256(col.add(32) as *const __m256i);
+                    let b1 = _mm256_loadu_si256(col.add(64) as *const __m256i);
+                    let c01 = _mm256_permute2x128_si256::<0x20>(b0, b1);
+                    let c23 = _mm256_permute2x128_si256::<0x31>(b0, b1);
+                    // Top bits: nibble r of sub-block s's word, as byte r of its run.
+                    let words = _mm256_loadu_si256(col.add(96) as *const __m256i);
+                    let even = _mm256_and_si256(words, low4);
+                    let odd = _mm256_and_si256(_mm256_srli_epi16::<4>(words), low4);
+                    let n01 = _mm256_unpacklo_epi8(even, odd);
+                    let n23 = _mm256_unpackhi_epi8(even, odd);
+                    let join = |c: __m256i, n: __m256i| {
+                        let sc = _mm256_or_si256(
+                            _mm256_and_si256(c, low4),
+                            _mm256_slli_epi16::<4>(_mm256_and_si256(n, two)),
+                        );
+                        let mn = _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(c), low4),
+                            _mm256_slli_epi16::<4>(_mm256_and_si256(
+                                _mm256_srli_epi16::<2>(n),
+                                two,
+                            )),
+                        );
+                        (sc, mn)
+                    };
+                    let (sc01, mn01) = join(c01, n01);
+                    let (sc23, mn23) = join(c23, n23);
+                    // Sub-block s's 8 bytes in the low half of a 128-bit vector.
+                    let run = |v01: __m256i, v23: __m256i, s: usize| {
+                        let lane = match s {
+                            0 | 1 => _mm256_castsi256_si128(v01),
+                            2 | 3 => _mm256_castsi256_si128(v23),
+                            4 | 5 => _mm256_extracti128_si256::<1>(v01),
+                            _ => _mm256_extracti128_si256::<1>(v23),
+                        };
+                        if s % 2 == 0 {
+                            lane
+                        } else {
+                            _mm_unpackhi_epi64(lane, lane)
                         }
-                        let d = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
-                        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(col.add(16) as *const __m128i));
-                        // Scales and mins of the 8 sub-blocks as bytes (row r in byte r of
-                        // each 8-byte run), all at once: sc01 holds sub-blocks 0, 1 | 4, 5 and
-                        // sc23 holds 2, 3 | 6, 7 (128-bit lanes), likewise mn01 and mn23.
-                        let low4 = _mm256_set1_epi8(0x0F);
-                        let two = _mm256_set1_epi8(3);
-                        let b0 = _mm256_loadu_si256(col.add(32) as *const __m256i);
-                        let b1 = _mm256_loadu_si256(col.add(64) as *const __m256i);
-                        let c01 = _mm256_permute2x128_si256::<0x20>(b0, b1);
-                        let c23 = _mm256_permute2x128_si256::<0x31>(b0, b1);
-                        // Top bits: nibble r of sub-block s's word, as byte r of its run.
-                        let words = _mm256_loadu_si256(col.add(96) as *const __m256i);
-                        let even = _mm256_and_si256(words, low4);
-                        let odd = _mm256_and_si256(_mm256_srli_epi16::<4>(words), low4);
-                        let n01 = _mm256_unpacklo_epi8(even, odd);
-                        let n23 = _mm256_unpackhi_epi8(even, odd);
-                        let join = |c: __m256i, n: __m256i| {
-                            let sc = _mm256_or_si256(
-                                _mm256_and_si256(c, low4),
-                                _mm256_slli_epi16::<4>(_mm256_and_si256(n, two)),
-                            );
-                            let mn = _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16::<4>(c), low4),
-                                _mm256_slli_epi16::<4>(_mm256_and_si256(
-                                    _mm256_srli_epi16::<2>(n),
-                                    two,
-                                )),
-                            );
-                            (sc, mn)
-                        };
-                        let (sc01, mn01) = join(c01, n01);
-                        let (sc23, mn23) = join(c23, n23);
-                        // Sub-block s's 8 bytes in the low half of a 128-bit vector.
-                        let run = |v01: __m256i, v23: __m256i, s: usize| {
-                            let lane = match s {
-                                0 | 1 => _mm256_castsi256_si128(v01),
-                                2 | 3 => _mm256_castsi256_si128(v23),
-                                4 | 5 => _mm256_extracti128_si256::<1>(v01),
-                                _ => _mm256_extracti128_si256::<1>(v23),
-                            };
-                            if s % 2 == 0 {
-                                lane
-                            } else {
-                                _mm_unpackhi_epi64(lane, lane)
+                    };
+                    let ksc: [__m256i; 8] = std::array::from_fn(|s| $scale!(run(sc01, sc23, s)));
+                    // Mins of sub-blocks 2i and 2i + 1 as the 16-bit halves of lane r.
+                    let mn_pairs: [__m256i; 4] = std::array::from_fn(|i| {
+                        let (a, b) = (run(mn01, mn23, 2 * i), run(mn01, mn23, 2 * i + 1));
+                        _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(a, b))
+                    });
+                    let mut isum = [_mm256_setzero_si256(); T];
+                    for j in 0..4 {
+                        for line in 0..4 {
+                            let at = 128 + 256 * j + 64 * line;
+                            if stream {
+                                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(at) as *const i8);
                             }
-                        };
-                        let ksc: [__m256i; 8] = std::array::from_fn(|s| $scale!(run(sc01, sc23, s)));
-                        // Mins of sub-blocks 2i and 2i + 1 as the 16-bit halves of lane r.
-                        let mn_pairs: [__m256i; 4] = std::array::from_fn(|i| {
-                            let (a, b) = (run(mn01, mn23, 2 * i), run(mn01, mn23, 2 * i + 1));
-                            _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(a, b))
+                        }
+                        let v: [__m256i; 8] = std::array::from_fn(|k| {
+                            _mm256_loadu_si256(col.add(128 + 256 * j + 32 * k) as *const __m256i)
                         });
-                        let mut isum = [_mm256_setzero_si256(); T];
-                        for j in 0..4 {
-                            for line in 0..4 {
-                                let at = 128 + 256 * j + 64 * line;
-                                if stream {
-                                    _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(at) as *const i8);
-                                }
-                            }
-                            let v: [__m256i; 8] = std::array::from_fn(|k| {
-                                _mm256_loadu_si256(col.add(128 + 256 * j + 32 * k) as *const __m256i)
-                            });
-                            let lo = v.map(|x| _mm256_and_si256(x, mask));
-                            let hi = v.map(|x| _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask));
-                            let (k_lo, k_hi) = (ksc[2 * j], ksc[2 * j + 1]);
-                            for t in 0..T {
-                                let y = args.acts.as_ptr().add((t0 + t) * ab + b * 292 + 4 + 64 * j);
-                                // scale · Σ q·y of sub-blocks 2j and 2j + 1.
-                                let lo = $dot8!(&lo, y, [0, 4, 8, 12, 16, 20, 24, 28], k_lo);
-                                let hi = $dot8!(&hi, y, [32, 36, 40, 44, 48, 52, 56, 60], k_hi);
-                                isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(lo, hi));
-                            }
-                        }
+                        let lo = v.map(|x| _mm256_and_si256(x, mask));
+                        let hi = v.map(|x| _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask));
+                        let (k_lo, k_hi) = (ksc[2 * j], ksc[2 * j + 1]);
                         for t in 0..T {
-                            let a = args.acts.as_ptr().add((t0 + t) * ab + b * 292);
-                            let d_a = (a as *const f32).read_unaligned();
-                            // Σ_s min_s · sum_s, exactly (min < 2^6, |sum| ≤ 32 × 128): pairs
-                            // of sub-block sums, 16 bits each, from the summaries.
-                            let pairs = args.act_s.as_ptr().add(((t0 + t) * nb + b) * 4);
-                            let mut msum = _mm256_setzero_si256();
-                            for (i, mn) in mn_pairs.iter().enumerate() {
-                                let pair = _mm256_set1_epi32(*pairs.add(i));
-                                msum = _mm256_add_epi32(msum, _mm256_madd_epi16(*mn, pair));
-                            }
-                            let da = _mm256_set1_ps(d_a);
-                            acc[t] = _mm256_fmadd_ps(
-                                _mm256_mul_ps(d, da),
-                                _mm256_cvtepi32_ps(isum[t]),
-                                acc[t],
-                            );
-                            acc[t] = _mm256_fnmadd_ps(
-                                _mm256_mul_ps(dmin, da),
-                                _mm256_cvtepi32_ps(msum),
-                                acc[t],
-                            );
+                            let y = args.acts.as_ptr().add((t0 + t) * ab + b * 292 + 4 + 64 * j);
+                            // scale · Σ q·y of sub-blocks 2j and 2j + 1.
+                            let lo = $dot8!(&lo, y, [0, 4, 8, 12, 16, 20, 24, 28], k_lo);
+                            let hi = $dot8!(&hi, y, [32, 36, 40, 44, 48, 52, 56, 60], k_hi);
+                            isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(lo, hi));
                         }
                     }
+                    for t in 0..T {
+                        let a = args.acts.as_ptr().add((t0 + t) * ab + b * 292);
+                        let d_a = (a as *const f32).read_unaligned();
+                        // Σ_s min_s · sum_s, exactly (min < 2^6, |sum| ≤ 32 × 128): pairs
+                        // of sub-block sums, 16 bits each, from the summaries.
+                        let pairs = args.act_s.as_ptr().add(((t0 + t) * nb + b) * 4);
+                        let mut msum = _mm256_setzero_si256();
+                        for (i, mn) in mn_pairs.iter().enumerate() {
+                            let pair = _mm256_set1_epi32(*pairs.add(i));
+                            msum = _mm256_add_epi32(msum, _mm256_madd_epi16(*mn, pair));
+                        }
+                        let da = _mm256_set1_ps(d_a);
+                        acc[t] = _mm256_fmadd_ps(
+                            _mm256_mul_ps(d, da),
+                            _mm256_cvtepi32_ps(isum[t]),
+                            acc[t],
+                        );
+                        acc[t] = _mm256_fnmadd_ps(
+                            _mm256_mul_ps(dmin, da),
+                            _mm256_cvtepi32_ps(msum),
+                            acc[t],
+                        );
+                    }
                 }
-                acc_out[..T].copy_from_slice(&acc);
+            }
+
+            /// Decode's Q4_K product: as for Q4_0 (`one_token_q4_0x8`), two far-apart runs
+            /// of groups walked side by side, super-block column by super-block column.
+            #[target_feature(enable = $features)]
+            unsafe fn one_token_q4_kx8(args: &PackedArgs<'_>, out: &mut [f32], group_bytes: usize) {
+                let n_groups = args.w.len() / group_bytes;
+                let run = n_groups / 2;
+                let base = args.w.as_ptr();
+                for g in 0..run {
+                    let mut acc = [[_mm256_setzero_ps(); 1]; 2];
+                    for b in 0..args.n_cols / 256 {
+                        for (k, a) in acc.iter_mut().enumerate() {
+                            // SAFETY: groups g and g + run lie inside `w`; same features.
+                            unsafe {
+                                let wg = base.add((g + k * run) * group_bytes);
+                                q4_k_column::<1>(args, wg, b, 0, a);
+                            }
+                        }
+                    }
+                    for (k, a) in acc.iter().enumerate() {
+                        let at = (g + k * run) * PACK_ROWS;
+                        // SAFETY: 8 f32 at `at` lie inside `out`.
+                        unsafe { _mm256_storeu_ps(out[at..at + PACK_ROWS].as_mut_ptr(), a[0]) };
+                    }
+                }
+                for g in 2 * run..n_groups {
+                    let mut acc = [_mm256_setzero_ps(); TOKEN_TILE];
+                    // SAFETY: group g lies inside `w`; same features.
+                    unsafe { group_tile_q4_k::<1>(args, base.add(g * group_bytes), 0, &mut acc) };
+                    let at = g * PACK_ROWS;
+                    // SAFETY: 8 f32 at `at` lie inside `out`.
+                    unsafe { _mm256_storeu_ps(out[at..at + PACK_ROWS].as_mut_ptr(), acc[0]) };
+                }
             }
 
             /// Packed Q4_K times Q8_K activations, every group and token.
@@ -451,6 +503,11 @@ macro_rules! packed_kernels {
             /// `crate::packed::matmul_packed_at`.
             #[target_feature(enable = $features)]
             pub(crate) unsafe fn matmul_q4_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
+                let group_bytes = args.n_cols / 256 * 1152;
+                if args.n_tokens == 1 {
+                    // SAFETY: same features; arguments as checked by the caller.
+                    return unsafe { one_token_q4_kx8(args, out, group_bytes) };
+                }
                 let tiles: [TileFn; TOKEN_TILE] = [
                     group_tile_q4_k::<1>,
                     group_tile_q4_k::<2>,
@@ -458,7 +515,7 @@ macro_rules! packed_kernels {
                     group_tile_q4_k::<4>,
                 ];
                 // SAFETY: same features; arguments as checked by the caller.
-                unsafe { drive(args, out, args.n_cols / 256 * 1152, tiles) }
+                unsafe { drive(args, out, group_bytes, tiles) }
             }
         }
     };
