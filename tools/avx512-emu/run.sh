@@ -35,10 +35,10 @@ if ! ls kernel/boot/vmlinuz-* >/dev/null 2>&1; then
 fi
 vmlinuz=$(ls kernel/boot/vmlinuz-* | head -1)
 
-# 2. Static test binaries and the init.
+# 2. Static test binaries (unit and integration tests: no examples or benches) and the init.
 echo "avx512-emu: building static test binaries"
 RUSTFLAGS="-C target-feature=+crt-static" cargo test --manifest-path "$ROOT/Cargo.toml" \
-    -p moe-edge-kernels --release --target "$TARGET" --no-run --message-format=json 2>/dev/null \
+    -p moe-edge-kernels --release --target "$TARGET" --lib --tests --no-run --message-format=json 2>/dev/null \
     | grep -o '"executable":"[^"]*"' | cut -d'"' -f4 > tests.list
 [ -s tests.list ] || { echo "avx512-emu: no test binaries were built" >&2; exit 1; }
 rustc --edition 2021 -O -C target-feature=+crt-static "$ROOT/tools/avx512-emu/init.rs" -o init.bin

@@ -1,8 +1,8 @@
-//! AVX-512 kernels for packed Q4_0 (`Q4_0x8`, see `crate::packed`): two adjacent 8-row groups
-//! per 512-bit accumulator, group `g` in lanes 0..8 and group `g + 1` in lanes 8..16, so one
-//! instruction does what two do in the 256-bit kernels (`packed_avx2`), and the 16 results are
-//! one contiguous store (the two groups' rows are adjacent in the output). An odd last group runs
-//! with its upper half masked off.
+//! AVX-512 kernels for packed Q4_0 (`Q4_0x8`, see `crate::packed`): two 8-row groups per
+//! 512-bit accumulator, one in lanes 0..8 and one in lanes 8..16, so one instruction does what
+//! two do in the 256-bit kernels (`packed_avx2`). For a prompt the two are adjacent (`g`,
+//! `g + 1`) and the 16 results one contiguous store, an odd last group with its upper half
+//! masked off; for one token (decode) they are far apart (`g`, `g + n/2`), two memory streams.
 //!
 //! Two forms of the 8-chunk dot product, as in `packed_avx2`: `vpmaddubsw` + `vpmaddwd` (AVX-512
 //! BW) and `vpdpbusd` (AVX-512 VNNI). Per lane the integer sums and the f32 operations (one
@@ -152,6 +152,38 @@ macro_rules! packed_kernels_512 {
                 let n_groups = args.w.len() / group_bytes;
                 let n_rows = n_groups * PACK_ROWS;
                 let mut acc = [_mm512_setzero_ps(); TOKEN_TILE];
+                if args.n_tokens == 1 {
+                    // Decode: group g pairs with g + run, not g + 1, so each thread reads two
+                    // far-apart streams (as `packed_avx2`'s one-token products do: one stream
+                    // reads only as fast as a plain one-stream read). The halves are stored
+                    // apart; an odd last group runs alone in the low lanes.
+                    let run = n_groups / 2;
+                    let base = args.w.as_ptr();
+                    let pairs = (0..run).map(|g| (g, Some(g + run)));
+                    let last = (n_groups % 2 == 1).then_some((2 * run, None));
+                    for (g, partner) in pairs.chain(last) {
+                        // SAFETY: groups g and `partner` lie inside `w`; the tile kernel needs
+                        // this function's features.
+                        unsafe {
+                            let wg0 = base.add(g * group_bytes);
+                            let wg1 = partner.map_or(wg0, |h| base.add(h * group_bytes));
+                            pair_tile::<1>(args, wg0, wg1, 0, &mut acc);
+                        }
+                        let low = _mm512_castps512_ps256(acc[0]);
+                        let at = g * PACK_ROWS;
+                        // SAFETY: 8 f32 at `at` lie inside `out`.
+                        unsafe { _mm256_storeu_ps(out[at..at + PACK_ROWS].as_mut_ptr(), low) };
+                        if let Some(h) = partner {
+                            let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                                _mm512_castps_pd(acc[0]),
+                            ));
+                            let at = h * PACK_ROWS;
+                            // SAFETY: as above.
+                            unsafe { _mm256_storeu_ps(out[at..at + PACK_ROWS].as_mut_ptr(), high) };
+                        }
+                    }
+                    return;
+                }
                 for g in (0..n_groups).step_by(2) {
                     let both = g + 1 < n_groups;
                     // SAFETY: groups g and (if `both`) g + 1 lie inside `w`.
