@@ -4,7 +4,8 @@
 //! a page walk) every 4 KiB; with 2 MiB pages, one per 2 MiB. Linux's default
 //! (`transparent_hugepage/enabled = madvise`) gives anonymous memory huge pages only when asked,
 //! so packed copies ask before their first touch. Measured effect: BENCHMARKS.md (tenth
-//! session): the read-bandwidth probe went from 21-24 to 25-31 GB/s, decode gained a few per cent.
+//! session): the read-bandwidth probe read 21-31 GB/s (median 27) against 21-24, and decode
+//! gained a few per cent.
 
 /// Size of an x86-64 / AArch64 transparent huge page.
 const HUGE_PAGE: usize = 2 << 20;
