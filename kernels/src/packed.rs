@@ -29,6 +29,22 @@
 //! With Q8_K activations, per row and super-block the exact integers
 //! `isum = Σ_s scale_s · Σ_{i∈s} q_i y_i` and `msum = Σ_s min_s · Σ_{i∈s} y_i` are formed and the
 //! accumulator becomes `fma(-(dmin · d_a), msum, fma(d · d_a, isum, acc))`.
+//!
+//! Packed Q6_K (`Q6_Kx8`): for each group of 8 rows, for each 256-element super-block column,
+//! 1680 bytes (8 × 210, like the row-major blocks):
+//! - 8 `d` (f16), rows 0..8;
+//! - 128 bytes of scales: for sub-block pair `p` (0..8), for row `r`, the i8 scales of
+//!   sub-blocks `2p` and `2p + 1` (16 elements each);
+//! - for sub-block `s` (0..16), 96 bytes: three 32-byte vectors `A`, `B`, `H`, each holding 4
+//!   bytes per row (rows 0..8 in turn). With `q(j)` the 6-bit quant of element `16s + j`, byte `i`
+//!   of row `r` is: in `A`, `q(i) & 15 | (q(4 + i) & 15) << 4`; in `B`, the same for `q(8 + i)` and
+//!   `q(12 + i)`; in `H`, the top two bits of `q(i)`, `q(4 + i)`, `q(8 + i)`, `q(12 + i)` at bits
+//!   0, 2, 4, 6.
+//!
+//! With Q8_K activations, per row and super-block the exact integer
+//! `isum = Σ_s scale_s · Σ_{i∈s} q_i y_i − 32 · Σ_s scale_s · bsum_s` is formed (`bsum_s` the
+//! activation's sum over sub-block `s`, from the Q8_K block) and the accumulator becomes
+//! `fma(d · d_a, isum, acc)`.
 
 use std::cell::RefCell;
 
@@ -60,7 +76,9 @@ pub(crate) type PackedMatmulFn = unsafe fn(args: &PackedArgs<'_>, out: &mut [f32
 
 /// Whether `ty` has a packed layout and a `rows`-row matrix can use it.
 pub fn can_pack(ty: GgmlType, rows: usize) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K) && rows > 0 && rows.is_multiple_of(PACK_ROWS)
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::Q6_K)
+        && rows > 0
+        && rows.is_multiple_of(PACK_ROWS)
 }
 
 /// Whether packing `ty` pays off at the active level (a SIMD packed kernel exists). Callers pack
@@ -73,6 +91,7 @@ pub fn packing_pays(ty: GgmlType) -> bool {
 fn scalar_kernel(ty: GgmlType) -> PackedMatmulFn {
     match ty {
         GgmlType::Q4_K => crate::scalar::packed::matmul_q4_kx8,
+        GgmlType::Q6_K => crate::scalar::packed::matmul_q6_kx8,
         _ => crate::scalar::packed::matmul_q4_0x8,
     }
 }
@@ -90,6 +109,7 @@ fn packed_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
         #[cfg(target_arch = "x86_64")]
         (KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni, _) => Some(match ty {
             GgmlType::Q4_K => crate::x86::packed_avx2::avx2::matmul_q4_kx8,
+            GgmlType::Q6_K => crate::x86::packed_q6k_avx2::matmul_q6_kx8,
             _ => crate::x86::packed_avx2::avx2::matmul_q4_0x8,
         }),
         #[cfg(target_arch = "aarch64")]
@@ -129,6 +149,7 @@ pub fn pack_rows(ty: GgmlType, n_cols: usize, src: &[u8], dst: &mut [u8]) {
     {
         match ty {
             GgmlType::Q4_K => pack_group_q4_k(rb, g_src, g_dst),
+            GgmlType::Q6_K => pack_group_q6_k(rb, g_src, g_dst),
             _ => pack_group_q4_0(rb, g_src, g_dst),
         }
     }
@@ -195,6 +216,7 @@ pub fn unpack_rows(ty: GgmlType, n_cols: usize, src: &[u8], dst: &mut [u8]) {
     {
         match ty {
             GgmlType::Q4_K => unpack_group_q4_k(rb, g_src, g_dst),
+            GgmlType::Q6_K => unpack_group_q6_k(rb, g_src, g_dst),
             _ => unpack_group_q4_0(rb, g_src, g_dst),
         }
     }
@@ -247,6 +269,89 @@ fn unpack_group_q4_k(rb: usize, g_src: &[u8], g_dst: &mut [u8]) {
                     let at = 128 + 256 * j + 32 * k + 4 * r;
                     blk[16 + 32 * j + 4 * k..16 + 32 * j + 4 * k + 4]
                         .copy_from_slice(&inp[at..at + 4]);
+                }
+            }
+        }
+    }
+}
+
+/// Where element `j` (0..256) of a row-major Q6_K block keeps its low 4 bits (byte of `ql`,
+/// high nibble or not) and its top 2 bits (byte of `qh`, shift), as ggml lays them out: the
+/// block is two halves of 128; in a half, element `32k + l` has its low bits in `ql[l + 32(k % 2)]`
+/// (high nibble for k ≥ 2) and its top bits at bits `2k..2k + 2` of `qh[l]`.
+fn q6_k_place(j: usize) -> (usize, bool, usize, u32) {
+    let (half, m) = (j / 128, j % 128);
+    let (k, l) = (m / 32, m % 32);
+    (
+        64 * half + l + 32 * (k % 2),
+        k >= 2,
+        128 + 32 * half + l,
+        2 * k as u32,
+    )
+}
+
+/// The 6-bit quant (0..64) of element `j` of a row-major Q6_K block.
+pub(crate) fn q6_k_quant(blk: &[u8], j: usize) -> u8 {
+    let (lo_at, high_nibble, hi_at, shift) = q6_k_place(j);
+    let lo = if high_nibble {
+        blk[lo_at] >> 4
+    } else {
+        blk[lo_at] & 15
+    };
+    lo | ((blk[hi_at] >> shift) & 3) << 4
+}
+
+/// Where element `4c + i` of sub-block `s` of row `r` sits in a packed Q6_K super-block column:
+/// the `A` or `B` byte and the shift of its nibble, the `H` byte and the shift of its top bits.
+fn q6_kx8_place(s: usize, c: usize, r: usize, i: usize) -> (usize, u32, usize, u32) {
+    let base = 144 + 96 * s + 4 * r + i;
+    (
+        base + 32 * (c / 2),
+        4 * (c % 2) as u32,
+        base + 64,
+        2 * c as u32,
+    )
+}
+
+fn pack_group_q6_k(rb: usize, g_src: &[u8], g_dst: &mut [u8]) {
+    for b in 0..rb / 210 {
+        let out = &mut g_dst[b * 1680..(b + 1) * 1680];
+        out[144..].fill(0);
+        for r in 0..PACK_ROWS {
+            let blk = &g_src[r * rb + b * 210..r * rb + (b + 1) * 210];
+            out[2 * r..2 * r + 2].copy_from_slice(&blk[208..210]);
+            for s in 0..16 {
+                out[16 + 16 * (s / 2) + 2 * r + s % 2] = blk[192 + s];
+                for c in 0..4 {
+                    for i in 0..4 {
+                        let q = q6_k_quant(blk, 16 * s + 4 * c + i);
+                        let (lo_at, lo_shift, hi_at, hi_shift) = q6_kx8_place(s, c, r, i);
+                        out[lo_at] |= (q & 15) << lo_shift;
+                        out[hi_at] |= (q >> 4) << hi_shift;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn unpack_group_q6_k(rb: usize, g_src: &[u8], g_dst: &mut [u8]) {
+    for b in 0..rb / 210 {
+        let inp = &g_src[b * 1680..(b + 1) * 1680];
+        for r in 0..PACK_ROWS {
+            let blk = &mut g_dst[r * rb + b * 210..r * rb + (b + 1) * 210];
+            blk[..192].fill(0);
+            blk[208..210].copy_from_slice(&inp[2 * r..2 * r + 2]);
+            for s in 0..16 {
+                blk[192 + s] = inp[16 + 16 * (s / 2) + 2 * r + s % 2];
+                for c in 0..4 {
+                    for i in 0..4 {
+                        let (lo_at, lo_shift, hi_at, hi_shift) = q6_kx8_place(s, c, r, i);
+                        let q = (inp[lo_at] >> lo_shift) & 15 | ((inp[hi_at] >> hi_shift) & 3) << 4;
+                        let (ql_at, high_nibble, qh_at, shift) = q6_k_place(16 * s + 4 * c + i);
+                        blk[ql_at] |= if high_nibble { q << 4 } else { q & 15 };
+                        blk[qh_at] |= (q >> 4) << shift;
+                    }
                 }
             }
         }
@@ -349,6 +454,8 @@ fn call_kernel(
         let (act_d, act_s) = &mut *s;
         match ty {
             GgmlType::Q4_0 => summarize_q8_0(acts, act_d, act_s),
+            // The Q6_K kernels read the Q8_K blocks' own 16-element sums.
+            GgmlType::Q6_K => act_s.clear(),
             _ => summarize_q8_k(acts, act_s),
         }
         run(act_d, act_s)
@@ -404,6 +511,7 @@ fn avx512_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
         (KernelLevel::Avx512Vnni, GgmlType::Q4_K) => packed_avx2::vnni::matmul_q4_kx8,
         (KernelLevel::Avx512, GgmlType::Q4_0) => packed_avx512::bw::matmul_q4_0x8,
         (KernelLevel::Avx512, GgmlType::Q4_K) => packed_avx2::avx2::matmul_q4_kx8,
+        (_, GgmlType::Q6_K) => crate::x86::packed_q6k_avx2::matmul_q6_kx8,
         _ => return None,
     })
 }
@@ -430,7 +538,7 @@ fn avx512_kernels_verified(level: KernelLevel) -> bool {
         let cols = 512;
         let tokens = 5;
         let value = |i: usize| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * (1.0 + (i % 13) as f32);
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_K] {
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K] {
             let Some(f) = avx512_kernel(level, ty) else {
                 continue;
             };
@@ -482,7 +590,7 @@ mod tests {
         for level in [KernelLevel::Avx512, KernelLevel::Avx512Vnni] {
             let has = level.is_supported();
             assert_eq!(avx512_kernels_verified(level), has, "{level}");
-            for ty in [GgmlType::Q4_0, GgmlType::Q4_K] {
+            for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K] {
                 if has {
                     let used = packed_kernel(level, ty).map(|f| f as usize);
                     assert_eq!(

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use moe_edge_kernels::*;
 
-const PACKED_TYPES: [GgmlType; 2] = [GgmlType::Q4_0, GgmlType::Q4_K];
+const PACKED_TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K];
 
 fn random_weights(ty: GgmlType, rng: &mut Rng, rows: usize, cols: usize) -> Vec<u8> {
     // Row-dependent offsets give the K-quants' mins something to do.

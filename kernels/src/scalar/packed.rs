@@ -88,3 +88,48 @@ pub(crate) unsafe fn matmul_q4_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
         }
     }
 }
+
+/// Packed Q6_K (`Q6_Kx8`) times Q8_K activations.
+///
+/// # Safety
+/// As for [`matmul_q4_0x8`].
+pub(crate) unsafe fn matmul_q6_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
+    let nb = args.n_cols / 256;
+    let group_bytes = nb * 1680;
+    let n_groups = args.w.len() / group_bytes;
+    let n_rows = n_groups * PACK_ROWS;
+    let ab = nb * 292;
+    for (g, wg) in args.w.chunks_exact(group_bytes).enumerate() {
+        for t in 0..args.n_tokens {
+            let act = &args.acts[t * ab..(t + 1) * ab];
+            let mut acc = [0f32; PACK_ROWS];
+            for b in 0..nb {
+                let col = &wg[b * 1680..(b + 1) * 1680];
+                let a = &act[b * 292..(b + 1) * 292];
+                let d_a = f32::from_le_bytes(a[0..4].try_into().expect("4 bytes"));
+                let y = &a[4..260];
+                let bsum = |s: usize| i16::from_le_bytes([a[260 + 2 * s], a[261 + 2 * s]]) as i32;
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let mut isum = 0i32;
+                    for s in 0..16 {
+                        let sub = &col[144 + 96 * s..144 + 96 * (s + 1)];
+                        let mut dot = 0i32;
+                        for c in 0..4 {
+                            for i in 0..4 {
+                                let lo = sub[32 * (c / 2) + 4 * r + i] >> (4 * (c % 2)) & 15;
+                                let hi = sub[64 + 4 * r + i] >> (2 * c) & 3;
+                                let q = (lo | hi << 4) as i32;
+                                dot += q * y[16 * s + 4 * c + i] as i8 as i32;
+                            }
+                        }
+                        let scale = col[16 + 16 * (s / 2) + 2 * r + s % 2] as i8 as i32;
+                        isum += scale * (dot - 32 * bsum(s));
+                    }
+                    let d = F16Bits([col[2 * r], col[2 * r + 1]]).to_f32();
+                    *acc_r = (d * d_a).mul_add(isum as f32, *acc_r);
+                }
+            }
+            out[t * n_rows + g * PACK_ROWS..t * n_rows + (g + 1) * PACK_ROWS].copy_from_slice(&acc);
+        }
+    }
+}

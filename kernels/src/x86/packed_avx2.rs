@@ -14,7 +14,7 @@ use std::arch::x86_64::*;
 use crate::packed::{PackedArgs, PACK_ROWS};
 
 /// Tokens sharing one unpacked block column.
-const TOKEN_TILE: usize = 4;
+pub(crate) const TOKEN_TILE: usize = 4;
 
 /// Far-apart runs of groups a one-token Q4_0 product reads side by side.
 const STREAMS: usize = 2;
@@ -23,7 +23,7 @@ const STREAMS: usize = 2;
 const PREFETCH_AHEAD: usize = 1152;
 
 /// A kernel for one group and a tile of tokens (`group_tile::<T>` for T = 1..=4).
-type TileFn = unsafe fn(&PackedArgs<'_>, *const u8, usize, &mut [__m256; TOKEN_TILE]);
+pub(crate) type TileFn = unsafe fn(&PackedArgs<'_>, *const u8, usize, &mut [__m256; TOKEN_TILE]);
 
 /// Each Q8_0 block's scale as f32 and 8 × the sum of its quants (see `crate::packed`).
 ///
@@ -191,7 +191,7 @@ macro_rules! packed_kernels {
             /// Every group times every token, `TOKEN_TILE` tokens at a time; `tiles[t - 1]`
             /// handles a tile of `t` tokens, groups are `group_bytes` apart.
             #[target_feature(enable = $features)]
-            unsafe fn drive(
+            pub(crate) unsafe fn drive(
                 args: &PackedArgs<'_>,
                 out: &mut [f32],
                 group_bytes: usize,

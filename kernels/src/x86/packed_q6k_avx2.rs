@@ -1,0 +1,206 @@
+//! AVX2 kernel for packed Q6_K (`Q6_Kx8`, see `crate::packed`) times Q8_K activations: row `r`
+//! of an 8-row group in lane `r`, so the per-row sub-block scales multiply whole vectors and no
+//! horizontal sums are needed. Every x86 level uses it (there is no AVX-512 form).
+//!
+//! Per sub-block of 16 elements, the 6-bit quants of the 8 rows are rebuilt from `A`, `B` (low
+//! nibbles) and `H` (top bits) into four vectors of 8 rows × 4 elements. `vpmaddubsw` takes them
+//! (unsigned, < 64) against broadcast activation quads; two of its 16-bit results add without
+//! overflow (4 × 63 × 128 < 2^15), and `vpmaddwd` by the row scales widens each pair sum to 32
+//! bits. The `−32` offset of Q6_K is applied once per super-block as
+//! `32 · Σ_s scale_s · bsum_s` (one `vpmaddwd` per sub-block pair, from the Q8_K block's own
+//! sums). All integer sums are exact, so the result matches the scalar twin bit for bit.
+
+use std::arch::x86_64::*;
+
+use super::packed_avx2::{avx2::drive, TileFn, TOKEN_TILE};
+use crate::packed::{PackedArgs, PACK_ROWS};
+
+/// Bytes of one super-block column of a packed group.
+const COLUMN: usize = 1680;
+
+/// Byte shuffle that copies the low i16 of each 32-bit lane into both halves.
+const DUP_EVEN: [u8; 32] = dup_mask(0);
+/// Byte shuffle that copies the high i16 of each 32-bit lane into both halves.
+const DUP_ODD: [u8; 32] = dup_mask(2);
+
+const fn dup_mask(at: u8) -> [u8; 32] {
+    let mut m = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        // Within each 128-bit lane (vpshufb works per lane): lane-relative byte indices.
+        let lane_base = (i % 16) as u8 / 4 * 4;
+        m[i] = lane_base + at + (i % 2) as u8;
+        i += 1;
+    }
+    m
+}
+
+/// Super-block column `b` of one Q6_K group (`wg`, 8 rows) times tokens `t0..t0 + T`, added
+/// into `acc`. `stream` asks for the next column ahead (the first tile of a group streams it;
+/// later tiles find it in L1).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; `wg` holds a whole group of `n_cols / 256` columns,
+/// `b` is below that count, and tokens `t0..t0 + T` have activation rows (as checked by
+/// `matmul_packed_at`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_column<const T: usize>(
+    args: &PackedArgs<'_>,
+    wg: *const u8,
+    b: usize,
+    t0: usize,
+    stream: bool,
+    acc: &mut [__m256; T],
+) {
+    let nb = args.n_cols / 256;
+    let ab = nb * 292;
+    // SAFETY: column b is COLUMN bytes at wg + COLUMN·b; each token's Q8_K block b is 292 bytes
+    // at acts + token·ab + 292b (d at 0, quants at 4..260, sums at 260..292). Prefetches are
+    // hints and never fault, whatever their address.
+    unsafe {
+        let col = wg.add(b * COLUMN);
+        let next = col.wrapping_add(COLUMN);
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m30 = _mm256_set1_epi8(0x30);
+        let dup_even = _mm256_loadu_si256(DUP_EVEN.as_ptr() as *const __m256i);
+        let dup_odd = _mm256_loadu_si256(DUP_ODD.as_ptr() as *const __m256i);
+        let acts: [*const u8; T] =
+            std::array::from_fn(|t| args.acts.as_ptr().add((t0 + t) * ab + b * 292));
+        let mut isum = [_mm256_setzero_si256(); T];
+        let mut bias = [_mm256_setzero_si256(); T];
+        for p in 0..8 {
+            if stream {
+                for line in 0..4 {
+                    let at = 256 * p + 64 * line;
+                    _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(at) as *const i8);
+                }
+            }
+            // Row r's scales of sub-blocks 2p and 2p + 1 as the i16 halves of lane r.
+            let pair =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(col.add(16 + 16 * p) as *const __m128i));
+            for (t, a) in acts.iter().enumerate() {
+                let sums = _mm256_set1_epi32((a.add(260 + 4 * p) as *const i32).read_unaligned());
+                bias[t] = _mm256_add_epi32(bias[t], _mm256_madd_epi16(pair, sums));
+            }
+            for (h, dup) in [dup_even, dup_odd].into_iter().enumerate() {
+                let s = 2 * p + h;
+                let scale = _mm256_shuffle_epi8(pair, dup);
+                let sub = col.add(144 + 96 * s);
+                let va = _mm256_loadu_si256(sub as *const __m256i);
+                let vb = _mm256_loadu_si256(sub.add(32) as *const __m256i);
+                let vh = _mm256_loadu_si256(sub.add(64) as *const __m256i);
+                let q = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(va, m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(vh), m30),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(va), m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(vh), m30),
+                    ),
+                    _mm256_or_si256(_mm256_and_si256(vb, m4), _mm256_and_si256(vh, m30)),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(vb), m4),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(vh), m30),
+                    ),
+                ];
+                for (t, a) in acts.iter().enumerate() {
+                    let y = a.add(4 + 16 * s);
+                    let bc =
+                        |c: usize| _mm256_set1_epi32((y.add(4 * c) as *const i32).read_unaligned());
+                    let s01 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(q[0], bc(0)),
+                        _mm256_maddubs_epi16(q[1], bc(1)),
+                    );
+                    let s23 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(q[2], bc(2)),
+                        _mm256_maddubs_epi16(q[3], bc(3)),
+                    );
+                    let dot = _mm256_add_epi32(
+                        _mm256_madd_epi16(s01, scale),
+                        _mm256_madd_epi16(s23, scale),
+                    );
+                    isum[t] = _mm256_add_epi32(isum[t], dot);
+                }
+            }
+        }
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
+        for (t, a) in acts.iter().enumerate() {
+            let d_a = _mm256_set1_ps((*a as *const f32).read_unaligned());
+            let total = _mm256_sub_epi32(isum[t], _mm256_slli_epi32::<5>(bias[t]));
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, d_a), _mm256_cvtepi32_ps(total), acc[t]);
+        }
+    }
+}
+
+/// One Q6_K group (`wg`, 8 rows) times tokens `t0..t0 + T`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group_tile<const T: usize>(
+    args: &PackedArgs<'_>,
+    wg: *const u8,
+    t0: usize,
+    acc_out: &mut [__m256; TOKEN_TILE],
+) {
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..args.n_cols / 256 {
+        // SAFETY: the caller passes a whole group and tokens t0..t0 + T; same features.
+        unsafe { q6_k_column::<T>(args, wg, b, t0, t0 == 0, &mut acc) };
+    }
+    acc_out[..T].copy_from_slice(&acc);
+}
+
+/// Decode's product: as for packed Q4_0 and Q4_K, two far-apart runs of groups walked side by
+/// side, column by column, so each thread reads two memory streams.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn one_token(args: &PackedArgs<'_>, out: &mut [f32], group_bytes: usize) {
+    let n_groups = args.w.len() / group_bytes;
+    let run = n_groups / 2;
+    let base = args.w.as_ptr();
+    for g in 0..run {
+        let mut acc = [[_mm256_setzero_ps(); 1]; 2];
+        for b in 0..args.n_cols / 256 {
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: groups g and g + run lie inside `w`; one token; same features.
+                unsafe {
+                    q6_k_column::<1>(args, base.add((g + k * run) * group_bytes), b, 0, true, a)
+                };
+            }
+        }
+        for (k, a) in acc.iter().enumerate() {
+            let at = (g + k * run) * PACK_ROWS;
+            // SAFETY: 8 f32 at `at` lie inside `out` (one per packed row).
+            unsafe { _mm256_storeu_ps(out[at..at + PACK_ROWS].as_mut_ptr(), a[0]) };
+        }
+    }
+    for g in 2 * run..n_groups {
+        let mut acc = [_mm256_setzero_ps(); TOKEN_TILE];
+        // SAFETY: group g lies inside `w`; same features.
+        unsafe { group_tile::<1>(args, base.add(g * group_bytes), 0, &mut acc) };
+        let at = g * PACK_ROWS;
+        // SAFETY: 8 f32 at `at` lie inside `out`.
+        unsafe { _mm256_storeu_ps(out[at..at + PACK_ROWS].as_mut_ptr(), acc[0]) };
+    }
+}
+
+/// Packed Q6_K times Q8_K activations, every group and token.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; arguments as checked by
+/// `crate::packed::matmul_packed_at`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn matmul_q6_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
+    let group_bytes = args.n_cols / 256 * COLUMN;
+    if args.n_tokens == 1 {
+        // SAFETY: same features; arguments as checked by the caller.
+        return unsafe { one_token(args, out, group_bytes) };
+    }
+    let tiles: [TileFn; TOKEN_TILE] = [
+        group_tile::<1>,
+        group_tile::<2>,
+        group_tile::<3>,
+        group_tile::<4>,
+    ];
+    // SAFETY: same features; arguments as checked by the caller.
+    unsafe { drive(args, out, group_bytes, tiles) }
+}
