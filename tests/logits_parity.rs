@@ -83,6 +83,8 @@ fn check(path: &Path, sequential: bool, repack: bool) -> String {
             Some(moe_edge_kernels::GgmlType::Q4_K)
         } else if fx.ftype.eq_ignore_ascii_case("q4_0") {
             Some(moe_edge_kernels::GgmlType::Q4_0)
+        } else if fx.ftype.eq_ignore_ascii_case("q8_0") {
+            Some(moe_edge_kernels::GgmlType::Q8_0)
         } else if fx.ftype.eq_ignore_ascii_case("q6_k") {
             Some(moe_edge_kernels::GgmlType::Q6_K)
         } else {

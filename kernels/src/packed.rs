@@ -30,6 +30,14 @@
 //! `isum = Σ_s scale_s · Σ_{i∈s} q_i y_i` and `msum = Σ_s min_s · Σ_{i∈s} y_i` are formed and the
 //! accumulator becomes `fma(-(dmin · d_a), msum, fma(d · d_a, isum, acc))`.
 //!
+//! Packed Q8_0 (`Q8_0x8`): for each group of 8 rows, for each block column `b`, 272 bytes:
+//! - 8 block scales (f16), rows 0..8;
+//! - 8 chunks of 32 bytes; chunk `c` holds, for rows 0..8 in turn, quants `4c..4c+4` of that
+//!   row's block.
+//!
+//! With Q8_0 activations, per row and block the exact integer dot `Σ q · y` is formed and the
+//! row's accumulator becomes `fma(d_w · d_a, dot, acc)`, blocks in order.
+//!
 //! Packed Q6_K (`Q6_Kx8`): for each group of 8 rows, for each 256-element super-block column,
 //! 1680 bytes (8 × 210, like the row-major blocks):
 //! - 8 `d` (f16), rows 0..8;
@@ -64,7 +72,8 @@ pub(crate) struct PackedArgs<'a> {
     pub acts: &'a [u8],
     /// Activation block scales as f32, `[token][block]`.
     pub act_d: &'a [f32],
-    /// Q4_0: `8 · Σ y` of each activation block (the zero point times the block sum),
+    /// Q4_0: `8 · Σ y` of each activation block (the zero point times the block sum; computed
+    /// but unused for Q8_0, and empty for Q6_K),
     /// `[token][block]`. Q4_K: the sub-block sums of each block in 16-bit pairs,
     /// `[token][block][pair]` (see `summarize_q8_k`).
     pub act_s: &'a [i32],
@@ -76,8 +85,10 @@ pub(crate) type PackedMatmulFn = unsafe fn(args: &PackedArgs<'_>, out: &mut [f32
 
 /// Whether `ty` has a packed layout and a `rows`-row matrix can use it.
 pub fn can_pack(ty: GgmlType, rows: usize) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::Q6_K)
-        && rows > 0
+    matches!(
+        ty,
+        GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q6_K
+    ) && rows > 0
         && rows.is_multiple_of(PACK_ROWS)
 }
 
@@ -92,6 +103,7 @@ fn scalar_kernel(ty: GgmlType) -> PackedMatmulFn {
     match ty {
         GgmlType::Q4_K => crate::scalar::packed::matmul_q4_kx8,
         GgmlType::Q6_K => crate::scalar::packed::matmul_q6_kx8,
+        GgmlType::Q8_0 => crate::scalar::packed::matmul_q8_0x8,
         _ => crate::scalar::packed::matmul_q4_0x8,
     }
 }
@@ -110,6 +122,7 @@ fn packed_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
         (KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni, _) => Some(match ty {
             GgmlType::Q4_K => crate::x86::packed_avx2::avx2::matmul_q4_kx8,
             GgmlType::Q6_K => crate::x86::packed_q6k_avx2::matmul_q6_kx8,
+            GgmlType::Q8_0 => crate::x86::packed_q8_avx2::matmul_q8_0x8,
             _ => crate::x86::packed_avx2::avx2::matmul_q4_0x8,
         }),
         #[cfg(target_arch = "aarch64")]
@@ -150,6 +163,7 @@ pub fn pack_rows(ty: GgmlType, n_cols: usize, src: &[u8], dst: &mut [u8]) {
         match ty {
             GgmlType::Q4_K => pack_group_q4_k(rb, g_src, g_dst),
             GgmlType::Q6_K => pack_group_q6_k(rb, g_src, g_dst),
+            GgmlType::Q8_0 => pack_group_q8_0(rb, g_src, g_dst, true),
             _ => pack_group_q4_0(rb, g_src, g_dst),
         }
     }
@@ -217,6 +231,7 @@ pub fn unpack_rows(ty: GgmlType, n_cols: usize, src: &[u8], dst: &mut [u8]) {
         match ty {
             GgmlType::Q4_K => unpack_group_q4_k(rb, g_src, g_dst),
             GgmlType::Q6_K => unpack_group_q6_k(rb, g_src, g_dst),
+            GgmlType::Q8_0 => pack_group_q8_0(rb, g_src, g_dst, false),
             _ => unpack_group_q4_0(rb, g_src, g_dst),
         }
     }
@@ -270,6 +285,28 @@ fn unpack_group_q4_k(rb: usize, g_src: &[u8], g_dst: &mut [u8]) {
                     blk[16 + 32 * j + 4 * k..16 + 32 * j + 4 * k + 4]
                         .copy_from_slice(&inp[at..at + 4]);
                 }
+            }
+        }
+    }
+}
+
+/// Packs (`pack`) or unpacks one group of Q8_0 rows: scale `r` and chunk `c` of row `r` of
+/// block column `b` sit at `272b + 2r` and `272b + 16 + 32c + 4r`.
+fn pack_group_q8_0(rb: usize, g_src: &[u8], g_dst: &mut [u8], pack: bool) {
+    for b in 0..rb / 34 {
+        for r in 0..PACK_ROWS {
+            let row = r * rb + b * 34;
+            let col = b * 272;
+            let mut pairs = [(row, col + 2 * r, 2)]
+                .into_iter()
+                .chain((0..8).map(|c| (row + 2 + 4 * c, col + 16 + 32 * c + 4 * r, 4)));
+            for (at_row, at_packed, len) in &mut pairs {
+                let (from, to) = if pack {
+                    (at_row, at_packed)
+                } else {
+                    (at_packed, at_row)
+                };
+                g_dst[to..to + len].copy_from_slice(&g_src[from..from + len]);
             }
         }
     }
@@ -453,7 +490,7 @@ fn call_kernel(
         let mut s = s.borrow_mut();
         let (act_d, act_s) = &mut *s;
         match ty {
-            GgmlType::Q4_0 => summarize_q8_0(acts, act_d, act_s),
+            GgmlType::Q4_0 | GgmlType::Q8_0 => summarize_q8_0(acts, act_d, act_s),
             // The Q6_K kernels read the Q8_K blocks' own 16-element sums.
             GgmlType::Q6_K => act_s.clear(),
             _ => summarize_q8_k(acts, act_s),
@@ -512,6 +549,7 @@ fn avx512_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
         (KernelLevel::Avx512, GgmlType::Q4_0) => packed_avx512::bw::matmul_q4_0x8,
         (KernelLevel::Avx512, GgmlType::Q4_K) => packed_avx2::avx2::matmul_q4_kx8,
         (_, GgmlType::Q6_K) => crate::x86::packed_q6k_avx2::matmul_q6_kx8,
+        (_, GgmlType::Q8_0) => crate::x86::packed_q8_avx2::matmul_q8_0x8,
         _ => return None,
     })
 }
@@ -538,7 +576,7 @@ fn avx512_kernels_verified(level: KernelLevel) -> bool {
         let cols = 512;
         let tokens = 5;
         let value = |i: usize| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * (1.0 + (i % 13) as f32);
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K] {
             let Some(f) = avx512_kernel(level, ty) else {
                 continue;
             };
@@ -590,7 +628,12 @@ mod tests {
         for level in [KernelLevel::Avx512, KernelLevel::Avx512Vnni] {
             let has = level.is_supported();
             assert_eq!(avx512_kernels_verified(level), has, "{level}");
-            for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+            for ty in [
+                GgmlType::Q4_0,
+                GgmlType::Q8_0,
+                GgmlType::Q4_K,
+                GgmlType::Q6_K,
+            ] {
                 if has {
                     let used = packed_kernel(level, ty).map(|f| f as usize);
                     assert_eq!(

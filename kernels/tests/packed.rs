@@ -6,7 +6,12 @@ mod common;
 use common::*;
 use moe_edge_kernels::*;
 
-const PACKED_TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K];
+const PACKED_TYPES: [GgmlType; 4] = [
+    GgmlType::Q4_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+];
 
 fn random_weights(ty: GgmlType, rng: &mut Rng, rows: usize, cols: usize) -> Vec<u8> {
     // Row-dependent offsets give the K-quants' mins something to do.
@@ -73,7 +78,9 @@ fn only_whole_groups_of_packable_types_pack() {
     assert!(can_pack(GgmlType::Q4_K, 64));
     assert!(!can_pack(GgmlType::Q4_0, 60));
     assert!(!can_pack(GgmlType::Q4_0, 0));
-    assert!(!can_pack(GgmlType::Q8_0, 64));
+    assert!(can_pack(GgmlType::Q8_0, 64));
+    assert!(can_pack(GgmlType::Q6_K, 64));
+    assert!(!can_pack(GgmlType::Q5_K, 64));
 }
 
 #[test]
@@ -166,5 +173,46 @@ fn f32_vector_helpers_match_scalar() {
                 );
             }
         }
+    }
+}
+
+/// Packed Q8_0 at its extremes: weight bytes of -128 (a file may hold them, though ggml's
+/// quantizer writes ±127) against activations of ±127, where a 16-bit sum of two `vpmaddubsw`
+/// results would overflow. Every level must still give the scalar twin's bits.
+#[test]
+fn packed_q8_0_is_exact_at_extreme_quants() {
+    let (rows, cols) = (24, 96);
+    let ty = GgmlType::Q8_0;
+    let rb = ty.row_bytes(cols).unwrap();
+    let mut w = vec![0u8; rows * rb];
+    for (r, row) in w.chunks_exact_mut(rb).enumerate() {
+        for (b, blk) in row.chunks_exact_mut(34).enumerate() {
+            blk[..2].copy_from_slice(&[0x00, 0x3c]); // 1.0 in f16
+            for (i, q) in blk[2..].iter_mut().enumerate() {
+                *q = if (r + b + i) % 3 == 0 { 0x7f } else { 0x80 };
+            }
+        }
+    }
+    let mut packed = vec![0u8; w.len()];
+    pack_rows(ty, cols, &w, &mut packed);
+    let x: Vec<f32> = (0..2 * cols)
+        .map(|i| if i % 5 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    let ab = ty.row_bytes(cols).unwrap();
+    let mut acts = vec![0u8; 2 * ab];
+    for (src, dst) in x.chunks_exact(cols).zip(acts.chunks_exact_mut(ab)) {
+        quantize_activation(ty, src, dst);
+    }
+    let mut want = vec![0f32; rows * 2];
+    matmul_packed_at(KernelLevel::Scalar, ty, cols, &packed, &acts, 2, &mut want);
+    // Every row: blocks of ±127 · ±128 products; the exact sums are far beyond 16 bits.
+    assert!(want.iter().all(|v| v.abs() > 1000.0), "{:?}", &want[..4]);
+    for level in KernelLevel::supported() {
+        let mut got = vec![0f32; rows * 2];
+        matmul_packed_at(level, ty, cols, &packed, &acts, 2, &mut got);
+        assert_eq!(got, want, "{level}");
+        let mut one = vec![0f32; rows];
+        matmul_packed_at(level, ty, cols, &packed, &acts[..ab], 1, &mut one);
+        assert_eq!(one, want[..rows], "{level}, one token");
     }
 }

@@ -133,3 +133,38 @@ pub(crate) unsafe fn matmul_q6_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
         }
     }
 }
+
+/// Packed Q8_0 (`Q8_0x8`) times Q8_0 activations.
+///
+/// # Safety
+/// As for [`matmul_q4_0x8`].
+pub(crate) unsafe fn matmul_q8_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
+    let nb = args.n_cols / 32;
+    let group_bytes = nb * 272;
+    let n_groups = args.w.len() / group_bytes;
+    let n_rows = n_groups * PACK_ROWS;
+    let ab = nb * 34;
+    for (g, wg) in args.w.chunks_exact(group_bytes).enumerate() {
+        for t in 0..args.n_tokens {
+            let act = &args.acts[t * ab..(t + 1) * ab];
+            let mut acc = [0f32; PACK_ROWS];
+            for b in 0..nb {
+                let col = &wg[b * 272..(b + 1) * 272];
+                let y = &act[b * 34 + 2..(b + 1) * 34];
+                let d_a = args.act_d[t * nb + b];
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let mut dot = 0i32;
+                    for c in 0..8 {
+                        for k in 0..4 {
+                            let q = col[16 + 32 * c + 4 * r + k] as i8 as i32;
+                            dot += q * y[4 * c + k] as i8 as i32;
+                        }
+                    }
+                    let d_w = F16Bits([col[2 * r], col[2 * r + 1]]).to_f32();
+                    *acc_r = (d_w * d_a).mul_add(dot as f32, *acc_r);
+                }
+            }
+            out[t * n_rows + g * PACK_ROWS..t * n_rows + (g + 1) * PACK_ROWS].copy_from_slice(&acc);
+        }
+    }
+}
