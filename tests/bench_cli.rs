@@ -98,6 +98,9 @@ fn bench_json_reports_every_repetition_and_the_roofline() {
     let roofline = v["roofline_tps"].as_f64().unwrap();
     let per_token = v["bytes_per_token"].as_f64().unwrap();
     assert!(bandwidth > 1e8, "read bandwidth {bandwidth} B/s");
+    // With every expert in RAM the memory is probed before loading and after each repetition.
+    assert_eq!(v["expert_store"], "mapped");
+    assert_eq!(v["bandwidth_probes"], 3);
     assert!((roofline - bandwidth / per_token).abs() <= 1e-6 * roofline);
     let fraction = v["roofline_fraction"].as_f64().unwrap();
     let tg = v["tg_mean"].as_f64().unwrap();
