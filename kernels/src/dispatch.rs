@@ -45,6 +45,8 @@ impl KernelTable {
         &self.types[ty as usize]
     }
 
+    /// Used by the SIMD modules' `fill` (none on targets without one, such as armv7).
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     pub fn get_mut(&mut self, ty: GgmlType) -> &mut TypeKernels {
         &mut self.types[ty as usize]
     }
