@@ -48,6 +48,10 @@ pub struct SynthArgs {
     /// Weight type of the matrices
     #[arg(long = "type", value_enum, default_value_t = SynthType::Q4_0)]
     pub ty: SynthType,
+    /// Weight type of the output head (default: the matrices' type). llama.cpp's quantizer
+    /// writes the output head of a Q4_0 or Q4_K_M file as q6_k.
+    #[arg(long = "output-type", value_enum)]
+    pub output_ty: Option<SynthType>,
     /// Output GGUF file
     #[arg(short = 'o', long = "out")]
     pub out: PathBuf,
@@ -146,12 +150,14 @@ fn random_blocks(ty: GgmlType, n: usize, std: f32, rng: &mut XorShift64, out: &m
 
 pub fn run(args: SynthArgs) -> Result<()> {
     let s = shape(args.preset);
-    let wty = match args.ty {
+    let ggml = |t: SynthType| match t {
         SynthType::Q4_0 => GgmlType::Q4_0,
         SynthType::Q8_0 => GgmlType::Q8_0,
         SynthType::Q4K => GgmlType::Q4_K,
         SynthType::Q6K => GgmlType::Q6_K,
     };
+    let wty = ggml(args.ty);
+    let out_ty = args.output_ty.map_or(wty, ggml);
     for d in [s.n_embd, s.ff_exp, s.n_head * s.head_dim] {
         if d % wty.block_size() as u64 != 0 {
             bail!(
@@ -266,7 +272,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
         ));
     }
     specs.push(TensorSpec::new("output_norm.weight", &[e], f32t));
-    specs.push(TensorSpec::new("output.weight", &[e, s.n_vocab], wty));
+    specs.push(TensorSpec::new("output.weight", &[e, s.n_vocab], out_ty));
     let total: u64 = specs.iter().map(|t| t.n_bytes()).sum();
     eprintln!(
         "writing {} ({:.2} GiB, {} tensors)",
