@@ -36,6 +36,8 @@ pub enum SynthType {
     Q8_0,
     #[value(name = "q4_k")]
     Q4K,
+    #[value(name = "q5_k")]
+    Q5K,
     #[value(name = "q6_k")]
     Q6K,
 }
@@ -136,6 +138,11 @@ fn random_blocks(ty: GgmlType, n: usize, std: f32, rng: &mut XorShift64, out: &m
                 b[0..2].copy_from_slice(&h(std / 140.0 * jitter));
                 b[2..4].copy_from_slice(&h(std / 60.0 * jitter));
             }
+            GgmlType::Q5_K => {
+                // As Q4_K, with quants twice as wide (0..32).
+                b[0..2].copy_from_slice(&h(std / 280.0 * jitter));
+                b[2..4].copy_from_slice(&h(std / 60.0 * jitter));
+            }
             GgmlType::Q6_K => {
                 let l = b.len();
                 b[l - 2..].copy_from_slice(&h(std / 1200.0 * jitter));
@@ -143,7 +150,7 @@ fn random_blocks(ty: GgmlType, n: usize, std: f32, rng: &mut XorShift64, out: &m
                     *s &= 0x3f;
                 }
             }
-            _ => unreachable!("synth writes Q4_0, Q8_0, Q4_K, Q6_K"),
+            _ => unreachable!("synth writes Q4_0, Q8_0, Q4_K, Q5_K, Q6_K"),
         }
     }
 }
@@ -154,6 +161,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
         SynthType::Q4_0 => GgmlType::Q4_0,
         SynthType::Q8_0 => GgmlType::Q8_0,
         SynthType::Q4K => GgmlType::Q4_K,
+        SynthType::Q5K => GgmlType::Q5_K,
         SynthType::Q6K => GgmlType::Q6_K,
     };
     let wty = ggml(args.ty);
@@ -206,13 +214,14 @@ pub fn run(args: SynthArgs) -> Result<()> {
         (k("rope.freq_base"), Value::F32(10000.0)),
         (k("expert_count"), Value::U32(s.n_expert as u32)),
         (k("expert_used_count"), Value::U32(s.n_expert_used as u32)),
-        // llama_ftype: 2 = Q4_0, 7 = Q8_0, 15 = Q4_K_M, 18 = Q6_K
+        // llama_ftype: 2 = Q4_0, 7 = Q8_0, 15 = Q4_K_M, 17 = Q5_K_M, 18 = Q6_K
         (
             "general.file_type".into(),
             Value::U32(match args.ty {
                 SynthType::Q4_0 => 2,
                 SynthType::Q8_0 => 7,
                 SynthType::Q4K => 15,
+                SynthType::Q5K => 17,
                 SynthType::Q6K => 18,
             }),
         ),
