@@ -1,7 +1,7 @@
 //! Kernel microbenchmarks (divan, one thread), each kernel at every level this CPU supports, so
 //! the scalar twins and the SIMD levels are measured side by side in one run. Types: `Q4_0`,
 //! `Q8_0`, `Q4_K`, `Q5_K`, `Q6_K`, `F16`, `BF16` in the ggml row layout and `Q4_0x8`, `Q8_0x8`,
-//! `Q4_Kx8`, `Q6_Kx8` in the interleaved layout of `packed.rs`.
+//! `Q4_Kx8`, `Q5_Kx8`, `Q6_Kx8` in the interleaved layout of `packed.rs`.
 //!
 //! - `matvec::<TYPE>::<level>`: 4096 × 4096 weights times one activation row (decode).
 //!   Counters: bytes of weights (divan prints GB/s) and flops, 2 per multiply-add, printed as
@@ -99,6 +99,7 @@ weight_types!(
     Q4_Kx8 => Q4_K, true;
     Q6_Kx8 => Q6_K, true;
     Q8_0x8 => Q8_0, true;
+    Q5_Kx8 => Q5_K, true;
 );
 
 /// Deterministic roughly normal values (sum of four uniforms, variance 1/3).
@@ -184,7 +185,7 @@ fn flops(rows: usize, tokens: usize) -> ItemsCount {
 /// on a CPU with a large L3 it is partly cache-resident: this measures the kernel; `matvec_dram`
 /// measures decode from memory.
 #[divan::bench(
-    types = [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, Q4_0x8, Q8_0x8, Q4_Kx8, Q6_Kx8],
+    types = [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, Q4_0x8, Q8_0x8, Q4_Kx8, Q5_Kx8, Q6_Kx8],
     args = levels(),
     max_time = 1,
 )]
@@ -205,7 +206,7 @@ fn matvec<T: Weights>(bencher: Bencher, level: KernelLevel) {
 /// iteration uses the next of several copies of the matrix that together span `DRAM_BYTES`,
 /// far beyond any L3. Counters as `matvec`; compare its GB/s with `stream_read`.
 #[divan::bench(
-    types = [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, Q4_0x8, Q8_0x8, Q4_Kx8, Q6_Kx8],
+    types = [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, Q4_0x8, Q8_0x8, Q4_Kx8, Q5_Kx8, Q6_Kx8],
     args = [active_level()],
     max_time = 1,
 )]
@@ -229,7 +230,7 @@ fn matvec_dram<T: Weights>(bencher: Bencher, level: KernelLevel) {
 /// Prompt processing: 1024 × 4096 weights times 64 activation rows. Counter: flops (`item/s`,
 /// read as FLOP/s).
 #[divan::bench(
-    types = [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, Q4_0x8, Q8_0x8, Q4_Kx8, Q6_Kx8],
+    types = [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, Q4_0x8, Q8_0x8, Q4_Kx8, Q5_Kx8, Q6_Kx8],
     args = levels(),
     max_time = 1,
 )]
@@ -247,7 +248,7 @@ fn matmul<T: Weights>(bencher: Bencher, level: KernelLevel) {
 /// (an OLMoE-shaped pp128 routes 128 × 8 tokens over 64 experts), the weights streamed from
 /// memory as in `matvec_dram`, at the active level. Counter: flops.
 #[divan::bench(
-    types = [Q4_0, Q8_0, Q4_K, Q6_K, Q4_0x8, Q8_0x8, Q4_Kx8, Q6_Kx8],
+    types = [Q4_0, Q8_0, Q4_K, Q6_K, Q4_0x8, Q8_0x8, Q4_Kx8, Q5_Kx8, Q6_Kx8],
     args = [active_level()],
     max_time = 1,
 )]
@@ -275,7 +276,7 @@ fn matmul_expert<T: Weights>(bencher: Bencher, level: KernelLevel) {
 
 /// Repacking 4096 row-major rows into the interleaved layout (no levels: plain byte shuffles).
 /// Counter: bytes (GB/s).
-#[divan::bench(types = [Q4_0x8, Q8_0x8, Q4_Kx8, Q6_Kx8], max_time = 1)]
+#[divan::bench(types = [Q4_0x8, Q8_0x8, Q4_Kx8, Q5_Kx8, Q6_Kx8], max_time = 1)]
 fn pack<T: Weights>(bencher: Bencher) {
     let w = weights(T::TYPE, MV_ROWS);
     let mut packed = vec![0u8; w.len()];

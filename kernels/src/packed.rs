@@ -38,6 +38,13 @@
 //! With Q8_0 activations, per row and block the exact integer dot `Σ q · y` is formed and the
 //! row's accumulator becomes `fma(d_w · d_a, dot, acc)`, blocks in order.
 //!
+//! Packed Q5_K (`Q5_Kx8`): for each group of 8 rows, for each super-block column, 1408 bytes
+//! (8 × 176): the first 128 bytes as in `Q4_Kx8` (`d`, `dmin`, the 6-bit scales and mins), then
+//! for sub-block `s` (0..8, 32 elements), 160 bytes: four 32-byte vectors `A0..A3` and one `H`,
+//! each holding 4 bytes per row (rows 0..8 in turn). With `q(j)` the 5-bit quant of element
+//! `32s + j`, byte `i` of row `r` is: in `Ap`, `q(8p + i) & 15 | (q(8p + 4 + i) & 15) << 4`; in `H`,
+//! bit `c` (0..8) is the top bit of `q(4c + i)`. The arithmetic is Q4_K's.
+//!
 //! Packed Q6_K (`Q6_Kx8`): for each group of 8 rows, for each 256-element super-block column,
 //! 1680 bytes (8 × 210, like the row-major blocks):
 //! - 8 `d` (f16), rows 0..8;
@@ -87,7 +94,7 @@ pub(crate) type PackedMatmulFn = unsafe fn(args: &PackedArgs<'_>, out: &mut [f32
 pub fn can_pack(ty: GgmlType, rows: usize) -> bool {
     matches!(
         ty,
-        GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q6_K
+        GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
     ) && rows > 0
         && rows.is_multiple_of(PACK_ROWS)
 }
@@ -104,6 +111,7 @@ fn scalar_kernel(ty: GgmlType) -> PackedMatmulFn {
         GgmlType::Q4_K => crate::scalar::packed::matmul_q4_kx8,
         GgmlType::Q6_K => crate::scalar::packed::matmul_q6_kx8,
         GgmlType::Q8_0 => crate::scalar::packed::matmul_q8_0x8,
+        GgmlType::Q5_K => crate::scalar::packed::matmul_q5_kx8,
         _ => crate::scalar::packed::matmul_q4_0x8,
     }
 }
@@ -123,6 +131,7 @@ fn packed_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
             GgmlType::Q4_K => crate::x86::packed_avx2::avx2::matmul_q4_kx8,
             GgmlType::Q6_K => crate::x86::packed_q6k_avx2::matmul_q6_kx8,
             GgmlType::Q8_0 => crate::x86::packed_q8_avx2::matmul_q8_0x8,
+            GgmlType::Q5_K => crate::x86::packed_q5k_avx2::matmul_q5_kx8,
             _ => crate::x86::packed_avx2::avx2::matmul_q4_0x8,
         }),
         #[cfg(target_arch = "aarch64")]
@@ -164,6 +173,7 @@ pub fn pack_rows(ty: GgmlType, n_cols: usize, src: &[u8], dst: &mut [u8]) {
             GgmlType::Q4_K => pack_group_q4_k(rb, g_src, g_dst),
             GgmlType::Q6_K => pack_group_q6_k(rb, g_src, g_dst),
             GgmlType::Q8_0 => pack_group_q8_0(rb, g_src, g_dst, true),
+            GgmlType::Q5_K => pack_group_q5_k(rb, g_src, g_dst),
             _ => pack_group_q4_0(rb, g_src, g_dst),
         }
     }
@@ -189,18 +199,7 @@ fn pack_group_q4_k(rb: usize, g_src: &[u8], g_dst: &mut [u8]) {
         out[96..128].fill(0);
         for r in 0..PACK_ROWS {
             let blk = &g_src[r * rb + b * 144..r * rb + (b + 1) * 144];
-            out[2 * r..2 * r + 2].copy_from_slice(&blk[0..2]);
-            out[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&blk[2..4]);
-            let scales: &[u8; 12] = blk[4..16].try_into().expect("12 bytes");
-            for sb in 0..8 {
-                let (sc, m) = crate::blocks::scale_min_k4(sb, scales);
-                out[32 + 8 * sb + r] = (sc & 15) | ((m & 15) << 4);
-                let top = ((sc >> 4) | ((m >> 4) << 2)) as u32;
-                let word = 96 + 4 * sb;
-                let mut v = u32::from_le_bytes(out[word..word + 4].try_into().expect("4 bytes"));
-                v |= top << (4 * r);
-                out[word..word + 4].copy_from_slice(&v.to_le_bytes());
-            }
+            pack_k_header(blk, r, out);
             let qs = &blk[16..144];
             for j in 0..4 {
                 for k in 0..8 {
@@ -232,6 +231,7 @@ pub fn unpack_rows(ty: GgmlType, n_cols: usize, src: &[u8], dst: &mut [u8]) {
             GgmlType::Q4_K => unpack_group_q4_k(rb, g_src, g_dst),
             GgmlType::Q6_K => unpack_group_q6_k(rb, g_src, g_dst),
             GgmlType::Q8_0 => pack_group_q8_0(rb, g_src, g_dst, false),
+            GgmlType::Q5_K => unpack_group_q5_k(rb, g_src, g_dst),
             _ => unpack_group_q4_0(rb, g_src, g_dst),
         }
     }
@@ -264,26 +264,114 @@ fn unpack_group_q4_k(rb: usize, g_src: &[u8], g_dst: &mut [u8]) {
         let inp = &g_src[b * 1152..(b + 1) * 1152];
         for r in 0..PACK_ROWS {
             let blk = &mut g_dst[r * rb + b * 144..r * rb + (b + 1) * 144];
-            blk[0..2].copy_from_slice(&inp[2 * r..2 * r + 2]);
-            blk[2..4].copy_from_slice(&inp[16 + 2 * r..16 + 2 * r + 2]);
-            let mut q = [0u8; 12];
-            for sb in 0..8 {
-                let (sc, m) = q4_kx8_scale_min(inp, sb, r);
-                if sb < 4 {
-                    q[sb] |= sc;
-                    q[sb + 4] |= m;
-                } else {
-                    q[sb + 4] = (sc & 15) | ((m & 15) << 4);
-                    q[sb - 4] |= (sc >> 4) << 6;
-                    q[sb] |= (m >> 4) << 6;
-                }
-            }
-            blk[4..16].copy_from_slice(&q);
+            unpack_k_header(inp, r, blk);
             for j in 0..4 {
                 for k in 0..8 {
                     let at = 128 + 256 * j + 32 * k + 4 * r;
                     blk[16 + 32 * j + 4 * k..16 + 32 * j + 4 * k + 4]
                         .copy_from_slice(&inp[at..at + 4]);
+                }
+            }
+        }
+    }
+}
+
+/// Writes row `r`'s `d`, `dmin` and 6-bit scales and mins (bytes 0..16 of its Q4_K or Q5_K
+/// block `blk`) into the first 128 bytes of a packed column `out` (bytes 96..128 zeroed first).
+fn pack_k_header(blk: &[u8], r: usize, out: &mut [u8]) {
+    out[2 * r..2 * r + 2].copy_from_slice(&blk[0..2]);
+    out[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&blk[2..4]);
+    let scales: &[u8; 12] = blk[4..16].try_into().expect("12 bytes");
+    for sb in 0..8 {
+        let (sc, m) = crate::blocks::scale_min_k4(sb, scales);
+        out[32 + 8 * sb + r] = (sc & 15) | ((m & 15) << 4);
+        let top = ((sc >> 4) | ((m >> 4) << 2)) as u32;
+        let word = 96 + 4 * sb;
+        let mut v = u32::from_le_bytes(out[word..word + 4].try_into().expect("4 bytes"));
+        v |= top << (4 * r);
+        out[word..word + 4].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// The inverse of [`pack_k_header`]: bytes 0..16 of row `r`'s block from a packed column.
+fn unpack_k_header(inp: &[u8], r: usize, blk: &mut [u8]) {
+    blk[0..2].copy_from_slice(&inp[2 * r..2 * r + 2]);
+    blk[2..4].copy_from_slice(&inp[16 + 2 * r..16 + 2 * r + 2]);
+    let mut q = [0u8; 12];
+    for sb in 0..8 {
+        let (sc, m) = q4_kx8_scale_min(inp, sb, r);
+        if sb < 4 {
+            q[sb] |= sc;
+            q[sb + 4] |= m;
+        } else {
+            q[sb + 4] = (sc & 15) | ((m & 15) << 4);
+            q[sb - 4] |= (sc >> 4) << 6;
+            q[sb] |= (m >> 4) << 6;
+        }
+    }
+    blk[4..16].copy_from_slice(&q);
+}
+
+/// The 5-bit quant of element `j` of a row-major Q5_K block: low 4 bits in `qs` (32-byte runs,
+/// sub-block pairs sharing bytes, low nibble for the even sub-block), top bit in `qh[j % 32]` at
+/// bit `j / 32`.
+pub(crate) fn q5_k_quant(blk: &[u8], j: usize) -> u8 {
+    let (s, l) = (j / 32, j % 32);
+    let byte = blk[48 + 32 * (s / 2) + l];
+    let lo = if s % 2 == 0 { byte & 15 } else { byte >> 4 };
+    lo | ((blk[16 + l] >> s) & 1) << 4
+}
+
+/// Where element `i` of quad `c` of sub-block `s`, row `r`, sits in a packed Q5_K column: the
+/// `A` byte and its nibble shift, the `H` byte and its bit.
+pub(crate) fn q5_kx8_place(s: usize, c: usize, r: usize, i: usize) -> (usize, u32, usize, u32) {
+    let base = 128 + 160 * s + 4 * r + i;
+    (
+        base + 32 * (c / 2),
+        4 * (c % 2) as u32,
+        base + 128,
+        c as u32,
+    )
+}
+
+fn pack_group_q5_k(rb: usize, g_src: &[u8], g_dst: &mut [u8]) {
+    for b in 0..rb / 176 {
+        let out = &mut g_dst[b * 1408..(b + 1) * 1408];
+        out[96..].fill(0);
+        for r in 0..PACK_ROWS {
+            let blk = &g_src[r * rb + b * 176..r * rb + (b + 1) * 176];
+            pack_k_header(blk, r, out);
+            for s in 0..8 {
+                for c in 0..8 {
+                    for i in 0..4 {
+                        let q = q5_k_quant(blk, 32 * s + 4 * c + i);
+                        let (lo_at, lo_shift, hi_at, bit) = q5_kx8_place(s, c, r, i);
+                        out[lo_at] |= (q & 15) << lo_shift;
+                        out[hi_at] |= (q >> 4) << bit;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn unpack_group_q5_k(rb: usize, g_src: &[u8], g_dst: &mut [u8]) {
+    for b in 0..rb / 176 {
+        let inp = &g_src[b * 1408..(b + 1) * 1408];
+        for r in 0..PACK_ROWS {
+            let blk = &mut g_dst[r * rb + b * 176..r * rb + (b + 1) * 176];
+            blk[16..].fill(0);
+            unpack_k_header(inp, r, blk);
+            for s in 0..8 {
+                for c in 0..8 {
+                    for i in 0..4 {
+                        let (lo_at, lo_shift, hi_at, bit) = q5_kx8_place(s, c, r, i);
+                        let q = (inp[lo_at] >> lo_shift) & 15 | ((inp[hi_at] >> bit) & 1) << 4;
+                        let (j, l) = (32 * s + 4 * c + i, 4 * c + i);
+                        blk[48 + 32 * (s / 2) + l] |=
+                            if s % 2 == 0 { q & 15 } else { (q & 15) << 4 };
+                        blk[16 + l] |= (q >> 4) << (j / 32);
+                    }
                 }
             }
         }
@@ -550,6 +638,7 @@ fn avx512_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
         (KernelLevel::Avx512, GgmlType::Q4_K) => packed_avx2::avx2::matmul_q4_kx8,
         (_, GgmlType::Q6_K) => crate::x86::packed_q6k_avx2::matmul_q6_kx8,
         (_, GgmlType::Q8_0) => crate::x86::packed_q8_avx2::matmul_q8_0x8,
+        (_, GgmlType::Q5_K) => crate::x86::packed_q5k_avx2::matmul_q5_kx8,
         _ => return None,
     })
 }
@@ -576,7 +665,13 @@ fn avx512_kernels_verified(level: KernelLevel) -> bool {
         let cols = 512;
         let tokens = 5;
         let value = |i: usize| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * (1.0 + (i % 13) as f32);
-        for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q5_K,
+            GgmlType::Q6_K,
+        ] {
             let Some(f) = avx512_kernel(level, ty) else {
                 continue;
             };

@@ -6,10 +6,11 @@ mod common;
 use common::*;
 use moe_edge_kernels::*;
 
-const PACKED_TYPES: [GgmlType; 4] = [
+const PACKED_TYPES: [GgmlType; 5] = [
     GgmlType::Q4_0,
     GgmlType::Q8_0,
     GgmlType::Q4_K,
+    GgmlType::Q5_K,
     GgmlType::Q6_K,
 ];
 
@@ -80,7 +81,8 @@ fn only_whole_groups_of_packable_types_pack() {
     assert!(!can_pack(GgmlType::Q4_0, 0));
     assert!(can_pack(GgmlType::Q8_0, 64));
     assert!(can_pack(GgmlType::Q6_K, 64));
-    assert!(!can_pack(GgmlType::Q5_K, 64));
+    assert!(can_pack(GgmlType::Q5_K, 64));
+    assert!(!can_pack(GgmlType::Q4_1, 64));
 }
 
 #[test]

@@ -168,3 +168,51 @@ pub(crate) unsafe fn matmul_q8_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
         }
     }
 }
+
+/// Packed Q5_K (`Q5_Kx8`) times Q8_K activations (Q4_K's arithmetic with 5-bit quants).
+///
+/// # Safety
+/// As for [`matmul_q4_0x8`].
+pub(crate) unsafe fn matmul_q5_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
+    let nb = args.n_cols / 256;
+    let group_bytes = nb * 1408;
+    let n_groups = args.w.len() / group_bytes;
+    let n_rows = n_groups * PACK_ROWS;
+    let ab = nb * 292;
+    for (g, wg) in args.w.chunks_exact(group_bytes).enumerate() {
+        for t in 0..args.n_tokens {
+            let act = &args.acts[t * ab..(t + 1) * ab];
+            let mut acc = [0f32; PACK_ROWS];
+            for b in 0..nb {
+                let col = &wg[b * 1408..(b + 1) * 1408];
+                let a = &act[b * 292..(b + 1) * 292];
+                let d_a = f32::from_le_bytes(a[0..4].try_into().expect("4 bytes"));
+                let y = &a[4..260];
+                let bsum = |i: usize| i16::from_le_bytes([a[260 + 2 * i], a[261 + 2 * i]]) as i32;
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let (mut isum, mut msum) = (0i32, 0i32);
+                    for sb in 0..8 {
+                        let mut dot = 0i32;
+                        for c in 0..8 {
+                            for i in 0..4 {
+                                let (lo_at, lo_shift, hi_at, bit) =
+                                    crate::packed::q5_kx8_place(sb, c, r, i);
+                                let q =
+                                    (col[lo_at] >> lo_shift) & 15 | ((col[hi_at] >> bit) & 1) << 4;
+                                dot += q as i32 * y[32 * sb + 4 * c + i] as i8 as i32;
+                            }
+                        }
+                        let (sc, m) = crate::packed::q4_kx8_scale_min(col, sb, r);
+                        isum += sc as i32 * dot;
+                        msum += m as i32 * (bsum(2 * sb) + bsum(2 * sb + 1));
+                    }
+                    let d = F16Bits([col[2 * r], col[2 * r + 1]]).to_f32();
+                    let dmin = F16Bits([col[16 + 2 * r], col[17 + 2 * r]]).to_f32();
+                    *acc_r = (d * d_a).mul_add(isum as f32, *acc_r);
+                    *acc_r = (-(dmin * d_a)).mul_add(msum as f32, *acc_r);
+                }
+            }
+            out[t * n_rows + g * PACK_ROWS..t * n_rows + (g + 1) * PACK_ROWS].copy_from_slice(&acc);
+        }
+    }
+}

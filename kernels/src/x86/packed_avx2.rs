@@ -331,38 +331,17 @@ macro_rules! packed_kernels {
                 acc_out[..T].copy_from_slice(&acc);
             }
 
-            /// Super-block column `b` of one Q4_K group (`wg`, 8 rows) times tokens
-            /// `t0..t0 + T`, added into `acc`.
+            /// The scales and mins of a packed Q4_K super-block column (also the header of a
+            /// packed Q5_K one) at `col`: each sub-block's scales in the form `$dot8` multiplies
+            /// by, and the mins of sub-blocks 2i and 2i + 1 as the 16-bit halves of lane r.
             ///
             /// # Safety
-            /// As for [`group_tile_q4_k`], and `b` below the group's super-block count.
+            /// `col` must point at the column's first 128 readable bytes.
             #[inline]
             #[target_feature(enable = $features)]
-            unsafe fn q4_k_column<const T: usize>(
-                args: &PackedArgs<'_>,
-                wg: *const u8,
-                b: usize,
-                t0: usize,
-                acc: &mut [__m256; T],
-            ) {
-                let nb = args.n_cols / 256;
-                let ab = nb * 292;
-                let mask = _mm256_set1_epi8(0x0F);
-                // SAFETY: super-block column b of the group is 1152 bytes at wg + 1152b;
-                // token rows have nb Q8_K blocks of 292 bytes (both checked by
-                // `matmul_packed_at`) and the summaries 4 words per block and token
-                // (`summarize_q8_k`).
+            pub(crate) unsafe fn q4_k_header(col: *const u8) -> ([__m256i; 8], [__m256i; 4]) {
+                // SAFETY: bytes 32..128 of the column (the caller's bound).
                 unsafe {
-                    let col = wg.add(b * 1152);
-                    let next = col.wrapping_add(1152);
-                    // Only the first tile streams the group (later ones find it in L1).
-                    let stream = t0 == 0;
-                    if stream {
-                        _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
-                        _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64) as *const i8);
-                    }
-                    let d = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
-                    let dmin = _mm256_cvtph_ps(_mm_loadu_si128(col.add(16) as *const __m128i));
                     // Scales and mins of the 8 sub-blocks as bytes (row r in byte r of
                     // each 8-byte run), all at once: sc01 holds sub-blocks 0, 1 | 4, 5 and
                     // sc23 holds 2, 3 | 6, 7 (128-bit lanes), likewise mn01 and mn23.
@@ -414,6 +393,43 @@ macro_rules! packed_kernels {
                         let (a, b) = (run(mn01, mn23, 2 * i), run(mn01, mn23, 2 * i + 1));
                         _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(a, b))
                     });
+                    (ksc, mn_pairs)
+                }
+            }
+
+            /// Super-block column `b` of one Q4_K group (`wg`, 8 rows) times tokens
+            /// `t0..t0 + T`, added into `acc`.
+            ///
+            /// # Safety
+            /// As for [`group_tile_q4_k`], and `b` below the group's super-block count.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn q4_k_column<const T: usize>(
+                args: &PackedArgs<'_>,
+                wg: *const u8,
+                b: usize,
+                t0: usize,
+                acc: &mut [__m256; T],
+            ) {
+                let nb = args.n_cols / 256;
+                let ab = nb * 292;
+                let mask = _mm256_set1_epi8(0x0F);
+                // SAFETY: super-block column b of the group is 1152 bytes at wg + 1152b;
+                // token rows have nb Q8_K blocks of 292 bytes (both checked by
+                // `matmul_packed_at`) and the summaries 4 words per block and token
+                // (`summarize_q8_k`).
+                unsafe {
+                    let col = wg.add(b * 1152);
+                    let next = col.wrapping_add(1152);
+                    // Only the first tile streams the group (later ones find it in L1).
+                    let stream = t0 == 0;
+                    if stream {
+                        _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64) as *const i8);
+                    }
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
+                    let dmin = _mm256_cvtph_ps(_mm_loadu_si128(col.add(16) as *const __m128i));
+                    let (ksc, mn_pairs) = q4_k_header(col);
                     let mut isum = [_mm256_setzero_si256(); T];
                     for j in 0..4 {
                         for line in 0..4 {
