@@ -218,3 +218,36 @@ fn packed_q8_0_is_exact_at_extreme_quants() {
         assert_eq!(one, want[..rows], "{level}, one token");
     }
 }
+
+/// Packed Q5_K at its extremes: every quant 31, every scale and min 63, activations all of one
+/// sign at full scale. A 16-bit sum of eight `vpmaddubsw` results would overflow here (the
+/// random tests do not reach it); every level must still give the scalar twin's bits.
+#[test]
+fn packed_q5_k_is_exact_at_extreme_quants() {
+    let (rows, cols) = (16, 512);
+    let ty = GgmlType::Q5_K;
+    let rb = ty.row_bytes(cols).unwrap();
+    let mut w = vec![0xFFu8; rows * rb];
+    for blk in w.chunks_exact_mut(176) {
+        blk[..4].copy_from_slice(&[0x00, 0x3c, 0x00, 0x00]); // d = 1.0, dmin = 0 (f16)
+    }
+    let mut packed = vec![0u8; w.len()];
+    pack_rows(ty, cols, &w, &mut packed);
+    let vdt = ty.vec_dot_type();
+    let ab = vdt.row_bytes(cols).unwrap();
+    let mut acts = vec![0u8; 2 * ab];
+    quantize_activation(vdt, &vec![1.0f32; cols], &mut acts[..ab]);
+    quantize_activation(vdt, &vec![-0.5f32; cols], &mut acts[ab..]);
+    let mut want = vec![0f32; rows * 2];
+    matmul_packed_at(KernelLevel::Scalar, ty, cols, &packed, &acts, 2, &mut want);
+    // 63 · 31 per element times 1.0 or -0.5, 512 elements: 1e6 and 5e5 in magnitude.
+    assert!(want.iter().all(|v| v.abs() > 4e5), "{:?}", &want[..4]);
+    for level in KernelLevel::supported() {
+        let mut got = vec![0f32; rows * 2];
+        matmul_packed_at(level, ty, cols, &packed, &acts, 2, &mut got);
+        assert_eq!(got, want, "{level}");
+        let mut one = vec![0f32; rows];
+        matmul_packed_at(level, ty, cols, &packed, &acts[..ab], 1, &mut one);
+        assert_eq!(one, want[..rows], "{level}, one token");
+    }
+}
