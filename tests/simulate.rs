@@ -171,6 +171,7 @@ fn belady_is_never_beaten_on_random_traces() {
             for p in [
                 Policy::Reuse,
                 Policy::ReuseLookahead,
+                Policy::ReuseNextVisit,
                 Policy::ReuseDensity,
                 Policy::Context,
                 Policy::ContextDensity,
@@ -335,9 +336,15 @@ fn lookahead_bound_sits_between_reuse_and_belady() {
     let trace = RequestTrace::from_groups(groups.iter().map(|g| g.as_slice()));
     let reuse = simulate(&trace, 8, Policy::Reuse).unwrap().hits;
     let ahead = simulate(&trace, 8, Policy::ReuseLookahead).unwrap().hits;
+    let next = simulate(&trace, 8, Policy::ReuseNextVisit).unwrap().hits;
     let best = simulate(&trace, 8, Policy::Belady).unwrap().hits;
     assert!(ahead > reuse, "lookahead {ahead} should beat reuse {reuse}");
-    assert!(ahead <= best, "lookahead {ahead} cannot beat Belady {best}");
+    // Knowing the next token's earlier layers too keeps the experts it needs there.
+    assert!(
+        next > ahead,
+        "next-visit {next} should beat lookahead {ahead}"
+    );
+    assert!(next <= best, "next-visit {next} cannot beat Belady {best}");
 }
 
 /// The `reuse` estimate learns which experts follow which: on a layer that alternates between

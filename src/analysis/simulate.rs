@@ -58,6 +58,12 @@ pub enum Policy {
     #[value(name = "reuse-lookahead")]
     #[serde(rename = "reuse-lookahead")]
     ReuseLookahead,
+    /// Not an online policy but a bound on one: `reuse` told, for free, every layer's next
+    /// routing (the current token's later layers and the next token's earlier ones): one full
+    /// pass of clairvoyance. What remains up to Belady is the routing two or more visits ahead
+    #[value(name = "reuse-next-visit")]
+    #[serde(rename = "reuse-next-visit")]
+    ReuseNextVisit,
     /// Belady's MIN: the offline optimum
     Belady,
 }
@@ -69,6 +75,7 @@ impl std::fmt::Display for Policy {
             Policy::Lfu => "lfu",
             Policy::Reuse => "reuse",
             Policy::ReuseLookahead => "reuse-lookahead",
+            Policy::ReuseNextVisit => "reuse-next-visit",
             Policy::ReuseDensity => "reuse-density",
             Policy::Context => "context",
             Policy::ContextDensity => "context-density",
@@ -185,8 +192,9 @@ pub fn simulate(trace: &RequestTrace, capacity: usize, policy: Policy) -> Result
     }
     let (hits, evictions) = match policy {
         Policy::Lru | Policy::Lfu => replay_online(trace, capacity, policy == Policy::Lfu),
-        Policy::Reuse => replay_reuse(trace, capacity, false),
-        Policy::ReuseLookahead => replay_reuse(trace, capacity, true),
+        Policy::Reuse => replay_reuse(trace, capacity, Foresight::None),
+        Policy::ReuseLookahead => replay_reuse(trace, capacity, Foresight::RestOfToken),
+        Policy::ReuseNextVisit => replay_reuse(trace, capacity, Foresight::NextVisit),
         Policy::ReuseDensity => replay_density(trace, capacity, Score::ReuseDensity),
         Policy::Context => replay_density(trace, capacity, Score::Context),
         Policy::ContextDensity => replay_density(trace, capacity, Score::ContextDensity),
@@ -257,9 +265,20 @@ fn replay_online(trace: &RequestTrace, capacity: usize, lfu: bool) -> (u64, u64)
     (hits, evictions)
 }
 
-/// The `reuse` policy (`crate::experts::ReuseEstimator`); with `lookahead`, also told the
-/// current token's experts at its later layers. Returns (hits, evictions).
-fn replay_reuse(trace: &RequestTrace, capacity: usize, lookahead: bool) -> (u64, u64) {
+/// What a `reuse` replay is told of the future, for free.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Foresight {
+    /// Nothing: the online policy.
+    None,
+    /// The current token's groups at its later layers.
+    RestOfToken,
+    /// Every layer's next group: the rest of this token and the next token's earlier layers.
+    NextVisit,
+}
+
+/// The `reuse` policy (`crate::experts::ReuseEstimator`), told the routing of the groups that
+/// `foresight` names. Returns (hits, evictions).
+fn replay_reuse(trace: &RequestTrace, capacity: usize, foresight: Foresight) -> (u64, u64) {
     use crate::experts::ReuseEstimator;
     let n_layers = trace.names.iter().map(|n| n.0 + 1).max().unwrap_or(1);
     let n_expert = trace.names.iter().map(|n| n.1 + 1).max().unwrap_or(1);
@@ -268,19 +287,26 @@ fn replay_reuse(trace: &RequestTrace, capacity: usize, lookahead: bool) -> (u64,
     let (mut hits, mut evictions) = (0u64, 0u64);
     let groups: Vec<std::ops::Range<usize>> = trace.groups().collect();
     let layer_of = |g: &std::ops::Range<usize>| trace.names[trace.keys[g.start] as usize].0;
+    // Per layer, its known next group (the layer steps until it, and its experts), this step.
+    let mut known: Vec<Option<(usize, std::ops::Range<usize>)>> = vec![None; n_layers];
     for (gi, g) in groups.iter().cloned().enumerate() {
         let layer = layer_of(&g);
-        // The same token's later groups: layers keep rising until the next token starts.
-        let mut ahead: Vec<u32> = Vec::new();
-        if lookahead {
-            let mut last = layer;
-            for next in &groups[gi + 1..] {
-                if layer_of(next) <= last {
-                    break;
-                }
-                last = layer_of(next);
-                ahead.extend_from_slice(&trace.keys[next.clone()]);
+        known.iter_mut().for_each(|k| *k = None);
+        let mut last = layer;
+        for next in &groups[gi + 1..] {
+            let l = layer_of(next);
+            let same_token = l > last;
+            let wanted = match foresight {
+                Foresight::None => false,
+                Foresight::RestOfToken => same_token,
+                // Stop once a layer comes round a second time.
+                Foresight::NextVisit => known[l].is_none(),
+            };
+            if !wanted {
+                break;
             }
+            known[l] = Some(((l + n_layers - layer - 1) % n_layers + 1, next.clone()));
+            last = l;
         }
         let group: Vec<usize> = g
             .clone()
@@ -302,10 +328,10 @@ fn replay_reuse(trace: &RequestTrace, capacity: usize, lookahead: bool) -> (u64,
                     .map(|(at, &k)| {
                         let (l, e) = trace.names[k as usize];
                         let mut steps = est.steps_to_next_use(l, e);
-                        if lookahead && l > layer {
-                            // Known: used at layer l of this token, or not before the next.
-                            let d = (l - layer) as f32;
-                            steps = if ahead.contains(&k) {
+                        if let Some((d, next)) = &known[l] {
+                            // Known: used d groups from now, or not before the visit after.
+                            let d = *d as f32;
+                            steps = if trace.keys[next.clone()].contains(&k) {
                                 d
                             } else {
                                 steps.max(d + n_layers as f32)
