@@ -116,9 +116,10 @@ pub struct ModelArgs {
     #[arg(long = "no-direct-io")]
     pub no_direct_io: bool,
 
-    /// Keep weights in the file's row layout, served zero-copy from the map. By default Q4_0
-    /// weights are repacked into interleaved row groups for the SIMD kernels (an owned copy of
-    /// the same size; under a RAM budget only resident experts are packed, as they load)
+    /// Keep weights in the file's row layout, served zero-copy from the map. By default Q4_0,
+    /// Q4_K, Q5_K, Q6_K and Q8_0 weights are repacked into interleaved row groups for the SIMD
+    /// kernels (an owned copy of the same size; under a RAM budget only resident experts are
+    /// packed, as they load)
     #[arg(long = "no-repack", alias = "nr")]
     pub no_repack: bool,
 

@@ -4,6 +4,9 @@ pub(crate) mod attention_neon;
 mod neon;
 pub(crate) mod packed_neon;
 pub(crate) mod packed_q4k_neon;
+pub(crate) mod packed_q5k_neon;
+pub(crate) mod packed_q6k_neon;
+pub(crate) mod packed_q8_neon;
 
 use crate::dispatch::KernelTable;
 use crate::level::KernelLevel;

@@ -2,24 +2,109 @@
 //! accumulator and rows 4–7 in another, row `r` in lane `r % 4`, so no horizontal sums. The
 //! nibbles are made signed (`q − 8`) before the byte dot products, so the integer dot equals the
 //! scalar twin's `Σ q·y − 8 Σ y` exactly; the f32 step is the same fused multiply-add.
+//!
+//! Also what the other packed NEON kernels share: the lane-exact byte dot `LaneDot` and the
+//! token-tile driver `matmul_tiled`.
 
 use std::arch::aarch64::*;
 
 use super::neon::{f16x8_to_f32, Dot16, Sdot};
 use crate::packed::{PackedArgs, PACK_ROWS};
 
+/// Tokens sharing one pass over a group's weights in the tiled kernels (Q4_K, Q5_K, Q6_K, Q8_0):
+/// each column is loaded and unpacked once for up to this many tokens.
+pub(super) const TOKEN_TILE: usize = 4;
+
+/// Bytes of one Q8_K activation block (the K-quants' `vec_dot_type`): d (f32), 256 quants,
+/// 16 sums of 16 quants (i16).
+pub(super) const Q8K_BYTES: usize = 292;
+
+/// One tile's results: `[token][row]`.
+pub(super) type TileOut = [[f32; PACK_ROWS]; TOKEN_TILE];
+
+/// A packed kernel that multiplies one 8-row group by a tile of 1 to [`TOKEN_TILE`] tokens.
+pub(super) trait GroupTile {
+    /// Weights per block column (32 or 256) and bytes of one packed column of a group.
+    const COL_WEIGHTS: usize;
+    const COL_BYTES: usize;
+
+    /// Group `wg` times tokens `t0..t0 + T`: `out[t]` gets token `t0 + t`'s 8 rows.
+    ///
+    /// # Safety
+    /// `wg` points at a whole packed group of `args.n_cols` columns, tokens `t0..t0 + T` exist
+    /// in `args.acts` (and their summaries), and the CPU has the implementation's features.
+    unsafe fn group_tile<const T: usize>(
+        args: &PackedArgs<'_>,
+        wg: *const u8,
+        t0: usize,
+        out: &mut TileOut,
+    );
+}
+
+/// Stores each token's accumulators (rows 0..4, rows 4..8) into `out[t]`.
+///
+/// # Safety
+/// NEON (the aarch64 baseline).
+#[inline(always)]
+pub(super) unsafe fn store_tile<const T: usize>(acc: &[[float32x4_t; 2]; T], out: &mut TileOut) {
+    for (acc_t, out_t) in acc.iter().zip(out.iter_mut()) {
+        // SAFETY: `out_t` holds 8 f32, two stores of 4.
+        unsafe {
+            vst1q_f32(out_t.as_mut_ptr(), acc_t[0]);
+            vst1q_f32(out_t.as_mut_ptr().add(4), acc_t[1]);
+        }
+    }
+}
+
+/// Every group of `args.w` times every token, [`TOKEN_TILE`] tokens at a time.
+///
+/// # Safety
+/// Arguments as checked by `crate::packed::matmul_packed_at` for `K`'s type; the CPU has `K`'s
+/// features.
+#[inline(always)]
+pub(super) unsafe fn matmul_tiled<K: GroupTile>(args: &PackedArgs<'_>, out: &mut [f32]) {
+    let group_bytes = args.n_cols / K::COL_WEIGHTS * K::COL_BYTES;
+    let n_groups = args.w.len() / group_bytes;
+    let n_rows = n_groups * PACK_ROWS;
+    let mut tile = [[0f32; PACK_ROWS]; TOKEN_TILE];
+    for g in 0..n_groups {
+        // SAFETY: group g lies inside `w` (n_groups whole groups).
+        let wg = unsafe { args.w.as_ptr().add(g * group_bytes) };
+        let mut t0 = 0;
+        while t0 < args.n_tokens {
+            let n = TOKEN_TILE.min(args.n_tokens - t0);
+            // SAFETY: tokens t0..t0 + n exist; features as the caller's.
+            unsafe {
+                match n {
+                    1 => K::group_tile::<1>(args, wg, t0, &mut tile),
+                    2 => K::group_tile::<2>(args, wg, t0, &mut tile),
+                    3 => K::group_tile::<3>(args, wg, t0, &mut tile),
+                    _ => K::group_tile::<4>(args, wg, t0, &mut tile),
+                }
+            }
+            for (i, rows) in tile[..n].iter().enumerate() {
+                let at = (t0 + i) * n_rows + g * PACK_ROWS;
+                out[at..at + PACK_ROWS].copy_from_slice(rows);
+            }
+            t0 += n;
+        }
+    }
+}
+
 /// acc + byte dot products lane by lane: lane `i` gains `Σ_k a[4i+k]·b[4i+k]`. (The row-major
 /// kernels' `Widen` only keeps the total right; a packed group needs each lane exact.)
 pub(super) trait LaneDot {
     /// # Safety
     /// Needs the CPU features of the implementation (NEON; NEON + dotprod for `Sdot`). `a` holds
-    /// 4-bit weights (`q − 8` ∈ [−8, 7] for Q4_0, `q` ∈ [0, 15] for Q4_K), so two adjacent byte
-    /// products sum to at most 2·15·128 = 3840 in magnitude and fit an i16.
+    /// weights of magnitude below 64 (`q − 8` ∈ [−8, 7] for Q4_0, `q` ∈ [0, 15] for Q4_K,
+    /// [0, 31] for Q5_K, [0, 63] for Q6_K) and `b` any i8, so two adjacent byte products sum to
+    /// at most 2·63·128 = 16128 in magnitude and fit an i16. (Full-range Q8_0 weights do not
+    /// qualify: see `packed_q8_neon`.)
     unsafe fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t;
 }
 
-/// Plain NEON: multiply-long, a pairwise add of adjacent products (exact in i16 for 4-bit
-/// weights), then a pairwise add-accumulate that lands each 4-byte group in its own lane.
+/// Plain NEON: multiply-long, a pairwise add of adjacent products (exact in i16 for the weights
+/// `LaneDot` allows), then a pairwise add-accumulate that lands each 4-byte group in its own lane.
 pub(super) struct WidenLanes;
 
 impl LaneDot for WidenLanes {

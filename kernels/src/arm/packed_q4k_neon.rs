@@ -6,28 +6,31 @@
 //! Bit-identical to the scalar twin: the per-sub-block byte dots (lane-exact, see `LaneDot`),
 //! `isum = Σ scale · dot` and `msum = Σ min · (bsum + bsum)` are exact i32 integers, and the f32
 //! step is the twin's two fused multiply-adds in the same order (`vfmsq` is `fma(−a, b, acc)`).
+//!
+//! Packed Q5_K shares the 128-byte column header and everything but `isum`: `scales_mins`,
+//! `min_sums` and `add_super_block` serve `packed_q5k_neon` too.
 
 use std::arch::aarch64::*;
+use std::marker::PhantomData;
 
 use super::neon::{f16x8_to_f32, Sdot};
-use super::packed_neon::{LaneDot, WidenLanes};
-use crate::packed::{PackedArgs, PACK_ROWS};
+use super::packed_neon::{
+    matmul_tiled, store_tile, GroupTile, LaneDot, TileOut, WidenLanes, Q8K_BYTES,
+};
+use crate::packed::PackedArgs;
 
-/// Tokens sharing one pass over a super-block column.
-const TOKEN_TILE: usize = 4;
-
-/// Bytes of one packed super-block column (8 rows × 256 weights) and of one Q8_K block.
+/// Bytes of one packed super-block column (8 rows × 256 weights).
 const COL_BYTES: usize = 1152;
-const Q8K_BYTES: usize = 292;
 
-/// The 6-bit scales and mins of the super-block column at `col`: lanes 0..8 of `sc[k]` are
-/// sub-block `2k`, rows 0..8, lanes 8..16 sub-block `2k + 1`; `mn` likewise.
+/// The 6-bit scales and mins of the super-block column at `col` (a Q4_K or Q5_K column, whose
+/// first 128 bytes agree): lanes 0..8 of `sc[k]` are sub-block `2k`, rows 0..8, lanes 8..16
+/// sub-block `2k + 1`; `mn` likewise.
 ///
 /// # Safety
-/// `col` must point at a whole packed column (1152 bytes); NEON.
+/// `col` must point at a whole packed column (at least 128 bytes); NEON.
 #[inline(always)]
-unsafe fn scales_mins(col: *const u8) -> ([uint8x16_t; 4], [uint8x16_t; 4]) {
-    // SAFETY: bytes 32..128 of the column are read (the caller's column is 1152 bytes).
+pub(super) unsafe fn scales_mins(col: *const u8) -> ([uint8x16_t; 4], [uint8x16_t; 4]) {
+    // SAFETY: bytes 32..128 of the column are read (the caller's column is longer).
     unsafe {
         let m4 = vdupq_n_u8(15);
         let m2 = vdupq_n_u8(3);
@@ -55,7 +58,7 @@ unsafe fn scales_mins(col: *const u8) -> ([uint8x16_t; 4], [uint8x16_t; 4]) {
 
 /// Rows 0..4 and 4..8 of eight u16 lanes, widened to i32.
 #[inline(always)]
-unsafe fn halves_s32(v: uint16x8_t) -> [int32x4_t; 2] {
+pub(super) unsafe fn halves_s32(v: uint16x8_t) -> [int32x4_t; 2] {
     // SAFETY: register-only NEON (the aarch64 baseline).
     unsafe {
         [
@@ -65,127 +68,126 @@ unsafe fn halves_s32(v: uint16x8_t) -> [int32x4_t; 2] {
     }
 }
 
-/// One group (`wg`, 8 rows) times tokens `t0..t0 + T`: `out[t]` gets token `t0 + t`'s 8 rows.
+/// `msum = Σ_s min_s · (bsum_2s + bsum_2s+1)` of each token's Q8_K block `blk[t]`, rows 0..4
+/// and 4..8; every product and sum is exact in i32 (|min| < 64, |bsum| ≤ 16 · 128).
 ///
 /// # Safety
-/// `wg` points at a whole packed group of `args.n_cols` columns, tokens `t0..t0 + T` exist in
-/// `args.acts`; the CPU has `D`'s features.
+/// `blk[t]` points at a whole Q8_K block (292 bytes); NEON.
 #[inline(always)]
-unsafe fn group_tile<D: LaneDot, const T: usize>(
-    args: &PackedArgs<'_>,
-    wg: *const u8,
-    t0: usize,
-    out: &mut [[f32; PACK_ROWS]; TOKEN_TILE],
-) {
-    let nb = args.n_cols / 256;
-    let ab = nb * Q8K_BYTES;
-    // SAFETY: super-block column b of the group is 1152 bytes at wg + 1152b; token t's
-    // activation row is nb Q8_K blocks of 292 bytes at acts + t·ab (both checked by
-    // `matmul_packed_at`), so every load below stays inside them. NEON is the aarch64
-    // baseline; `D` needs the caller's features.
+pub(super) unsafe fn min_sums<const T: usize>(
+    mn: &[uint8x16_t; 4],
+    blk: &[*const u8; T],
+) -> [[int32x4_t; 2]; T] {
+    // SAFETY: the 16 bsums sit at bytes 260..292 of each block.
     unsafe {
-        let m4 = vdupq_n_u8(15);
-        let mut acc = [[vdupq_n_f32(0.0); 2]; T];
-        for b in 0..nb {
-            let col = wg.add(b * COL_BYTES);
-            // Q8_K block b of each token: d (f32), 256 quants, 16 bsums (i16).
-            let blk: [*const u8; T] =
-                std::array::from_fn(|t| args.acts.as_ptr().add((t0 + t) * ab + b * Q8K_BYTES));
-            let (sc, mn) = scales_mins(col);
-
-            // msum: Σ_s min_s · (bsum_2s + bsum_2s+1), each product exact in i32.
-            let mut msum = [[vdupq_n_s32(0); 2]; T];
-            for s in 0..8 {
-                let m = vreinterpretq_s16_u16(if s % 2 == 0 {
-                    vmovl_u8(vget_low_u8(mn[s / 2]))
-                } else {
-                    vmovl_high_u8(mn[s / 2])
-                });
-                for (t, ms) in msum.iter_mut().enumerate() {
-                    let bs = blk[t].add(260 + 4 * s) as *const i16;
-                    let (b0, b1) = (bs.read_unaligned(), bs.add(1).read_unaligned());
-                    ms[0] =
-                        vmlal_n_s16(vmlal_n_s16(ms[0], vget_low_s16(m), b0), vget_low_s16(m), b1);
-                    ms[1] = vmlal_high_n_s16(vmlal_high_n_s16(ms[1], m, b0), m, b1);
-                }
-            }
-
-            // isum: Σ_s scale_s · Σ_{i∈s} q_i y_i. Chunk j holds sub-block 2j in the low
-            // nibbles and 2j + 1 in the high ones; piece k is bytes 4k..4k+4 of each row.
-            let mut isum = [[vdupq_n_s32(0); 2]; T];
-            for j in 0..4 {
-                let sc_lo = halves_s32(vmovl_u8(vget_low_u8(sc[j])));
-                let sc_hi = halves_s32(vmovl_high_u8(sc[j]));
-                for h in 0..2 {
-                    let mut dot_lo = [vdupq_n_s32(0); T];
-                    let mut dot_hi = [vdupq_n_s32(0); T];
-                    for k in 0..8 {
-                        let v = vld1q_u8(col.add(128 + 256 * j + 32 * k + 16 * h));
-                        let lo = vreinterpretq_s8_u8(vandq_u8(v, m4));
-                        let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
-                        for t in 0..T {
-                            let y = blk[t].add(4 + 64 * j + 4 * k);
-                            let y_lo = vreinterpretq_s8_u32(vld1q_dup_u32(y as *const u32));
-                            let y_hi = vreinterpretq_s8_u32(vld1q_dup_u32(y.add(32) as *const u32));
-                            dot_lo[t] = D::dot(dot_lo[t], lo, y_lo);
-                            dot_hi[t] = D::dot(dot_hi[t], hi, y_hi);
-                        }
-                    }
-                    for t in 0..T {
-                        let s = vmlaq_s32(isum[t][h], sc_lo[h], dot_lo[t]);
-                        isum[t][h] = vmlaq_s32(s, sc_hi[h], dot_hi[t]);
-                    }
-                }
-            }
-
-            let (d_lo, d_hi) = f16x8_to_f32(vld1q_u16(col as *const u16));
-            let (dmin_lo, dmin_hi) = f16x8_to_f32(vld1q_u16(col.add(16) as *const u16));
-            let (d, dmin) = ([d_lo, d_hi], [dmin_lo, dmin_hi]);
-            for t in 0..T {
-                let d_a = (blk[t] as *const f32).read_unaligned();
-                for h in 0..2 {
-                    let a = vfmaq_f32(acc[t][h], vmulq_n_f32(d[h], d_a), vcvtq_f32_s32(isum[t][h]));
-                    acc[t][h] = vfmsq_f32(a, vmulq_n_f32(dmin[h], d_a), vcvtq_f32_s32(msum[t][h]));
-                }
+        let mut msum = [[vdupq_n_s32(0); 2]; T];
+        for s in 0..8 {
+            let m = vreinterpretq_s16_u16(if s % 2 == 0 {
+                vmovl_u8(vget_low_u8(mn[s / 2]))
+            } else {
+                vmovl_high_u8(mn[s / 2])
+            });
+            for (t, ms) in msum.iter_mut().enumerate() {
+                let bs = blk[t].add(260 + 4 * s) as *const i16;
+                let (b0, b1) = (bs.read_unaligned(), bs.add(1).read_unaligned());
+                ms[0] = vmlal_n_s16(vmlal_n_s16(ms[0], vget_low_s16(m), b0), vget_low_s16(m), b1);
+                ms[1] = vmlal_high_n_s16(vmlal_high_n_s16(ms[1], m, b0), m, b1);
             }
         }
+        msum
+    }
+}
+
+/// The f32 step of one super-block column `col` (`d`, `dmin` in its first 32 bytes) for each
+/// token: `acc = fma(−(dmin · d_a), msum, fma(d · d_a, isum, acc))`, the scalar twin's order.
+///
+/// # Safety
+/// `col` points at a packed Q4_K or Q5_K column, `blk[t]` at a Q8_K block; NEON.
+#[inline(always)]
+pub(super) unsafe fn add_super_block<const T: usize>(
+    acc: &mut [[float32x4_t; 2]; T],
+    col: *const u8,
+    blk: &[*const u8; T],
+    isum: &[[int32x4_t; 2]; T],
+    msum: &[[int32x4_t; 2]; T],
+) {
+    // SAFETY: 32 header bytes of the column and 4 bytes (d) of each block are read.
+    unsafe {
+        let (d_lo, d_hi) = f16x8_to_f32(vld1q_u16(col as *const u16));
+        let (dmin_lo, dmin_hi) = f16x8_to_f32(vld1q_u16(col.add(16) as *const u16));
+        let (d, dmin) = ([d_lo, d_hi], [dmin_lo, dmin_hi]);
         for t in 0..T {
-            vst1q_f32(out[t].as_mut_ptr(), acc[t][0]);
-            vst1q_f32(out[t].as_mut_ptr().add(4), acc[t][1]);
+            let d_a = (blk[t] as *const f32).read_unaligned();
+            for h in 0..2 {
+                let a = vfmaq_f32(acc[t][h], vmulq_n_f32(d[h], d_a), vcvtq_f32_s32(isum[t][h]));
+                acc[t][h] = vfmsq_f32(a, vmulq_n_f32(dmin[h], d_a), vcvtq_f32_s32(msum[t][h]));
+            }
         }
     }
 }
 
-/// Every group times every token, [`TOKEN_TILE`] tokens at a time.
-///
-/// # Safety
-/// Arguments as checked by `crate::packed::matmul_packed_at`; the CPU has `D`'s features.
-#[inline(always)]
-unsafe fn matmul<D: LaneDot>(args: &PackedArgs<'_>, out: &mut [f32]) {
-    let group_bytes = args.n_cols / 256 * COL_BYTES;
-    let n_groups = args.w.len() / group_bytes;
-    let n_rows = n_groups * PACK_ROWS;
-    let mut tile = [[0f32; PACK_ROWS]; TOKEN_TILE];
-    for g in 0..n_groups {
-        // SAFETY: group g lies inside `w` (n_groups whole groups).
-        let wg = unsafe { args.w.as_ptr().add(g * group_bytes) };
-        let mut t0 = 0;
-        while t0 < args.n_tokens {
-            let n = TOKEN_TILE.min(args.n_tokens - t0);
-            // SAFETY: tokens t0..t0 + n exist; features as the caller's.
-            unsafe {
-                match n {
-                    1 => group_tile::<D, 1>(args, wg, t0, &mut tile),
-                    2 => group_tile::<D, 2>(args, wg, t0, &mut tile),
-                    3 => group_tile::<D, 3>(args, wg, t0, &mut tile),
-                    _ => group_tile::<D, 4>(args, wg, t0, &mut tile),
+/// The packed Q4_K kernel with byte dot `D`.
+struct Q4K<D>(PhantomData<D>);
+
+impl<D: LaneDot> GroupTile for Q4K<D> {
+    const COL_WEIGHTS: usize = 256;
+    const COL_BYTES: usize = COL_BYTES;
+
+    #[inline(always)]
+    unsafe fn group_tile<const T: usize>(
+        args: &PackedArgs<'_>,
+        wg: *const u8,
+        t0: usize,
+        out: &mut TileOut,
+    ) {
+        let nb = args.n_cols / 256;
+        let ab = nb * Q8K_BYTES;
+        // SAFETY: super-block column b of the group is 1152 bytes at wg + 1152b; token t's
+        // activation row is nb Q8_K blocks of 292 bytes at acts + t·ab (both checked by
+        // `matmul_packed_at`), so every load below stays inside them. NEON is the aarch64
+        // baseline; `D` needs the caller's features.
+        unsafe {
+            let m4 = vdupq_n_u8(15);
+            let mut acc = [[vdupq_n_f32(0.0); 2]; T];
+            for b in 0..nb {
+                let col = wg.add(b * COL_BYTES);
+                // Q8_K block b of each token: d (f32), 256 quants, 16 bsums (i16).
+                let blk: [*const u8; T] =
+                    std::array::from_fn(|t| args.acts.as_ptr().add((t0 + t) * ab + b * Q8K_BYTES));
+                let (sc, mn) = scales_mins(col);
+                let msum = min_sums(&mn, &blk);
+
+                // isum: Σ_s scale_s · Σ_{i∈s} q_i y_i. Chunk j holds sub-block 2j in the low
+                // nibbles and 2j + 1 in the high ones; piece k is bytes 4k..4k+4 of each row.
+                let mut isum = [[vdupq_n_s32(0); 2]; T];
+                for j in 0..4 {
+                    let sc_lo = halves_s32(vmovl_u8(vget_low_u8(sc[j])));
+                    let sc_hi = halves_s32(vmovl_high_u8(sc[j]));
+                    for h in 0..2 {
+                        let mut dot_lo = [vdupq_n_s32(0); T];
+                        let mut dot_hi = [vdupq_n_s32(0); T];
+                        for k in 0..8 {
+                            let v = vld1q_u8(col.add(128 + 256 * j + 32 * k + 16 * h));
+                            let lo = vreinterpretq_s8_u8(vandq_u8(v, m4));
+                            let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
+                            for t in 0..T {
+                                let y = blk[t].add(4 + 64 * j + 4 * k);
+                                let y_lo = vreinterpretq_s8_u32(vld1q_dup_u32(y as *const u32));
+                                let y_hi =
+                                    vreinterpretq_s8_u32(vld1q_dup_u32(y.add(32) as *const u32));
+                                dot_lo[t] = D::dot(dot_lo[t], lo, y_lo);
+                                dot_hi[t] = D::dot(dot_hi[t], hi, y_hi);
+                            }
+                        }
+                        for t in 0..T {
+                            let s = vmlaq_s32(isum[t][h], sc_lo[h], dot_lo[t]);
+                            isum[t][h] = vmlaq_s32(s, sc_hi[h], dot_hi[t]);
+                        }
+                    }
                 }
+                add_super_block(&mut acc, col, &blk, &isum, &msum);
             }
-            for (i, rows) in tile[..n].iter().enumerate() {
-                let at = (t0 + i) * n_rows + g * PACK_ROWS;
-                out[at..at + PACK_ROWS].copy_from_slice(rows);
-            }
-            t0 += n;
+            store_tile(&acc, out);
         }
     }
 }
@@ -197,7 +199,7 @@ unsafe fn matmul<D: LaneDot>(args: &PackedArgs<'_>, out: &mut [f32]) {
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn matmul_q4_kx8_neon(args: &PackedArgs<'_>, out: &mut [f32]) {
     // SAFETY: NEON is present (this function's feature).
-    unsafe { matmul::<WidenLanes>(args, out) }
+    unsafe { matmul_tiled::<Q4K<WidenLanes>>(args, out) }
 }
 
 /// Packed Q4_K times Q8_K activations with SDOT.
@@ -207,5 +209,5 @@ pub(crate) unsafe fn matmul_q4_kx8_neon(args: &PackedArgs<'_>, out: &mut [f32]) 
 #[target_feature(enable = "neon,dotprod")]
 pub(crate) unsafe fn matmul_q4_kx8_dotprod(args: &PackedArgs<'_>, out: &mut [f32]) {
     // SAFETY: NEON and dotprod are present (this function's features).
-    unsafe { matmul::<Sdot>(args, out) }
+    unsafe { matmul_tiled::<Q4K<Sdot>>(args, out) }
 }

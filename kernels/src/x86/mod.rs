@@ -1,9 +1,10 @@
 //! x86-64 kernels, one module per instruction set.
 //!
-//! The AVX-512 levels have their own packed Q4_0 kernels (`packed_avx512`: two 8-row groups per
-//! 512-bit vector, `vpmaddubsw` or VNNI `vpdpbusd`) and, with VNNI, a 256-bit `vpdpbusd` packed
-//! Q4_K kernel (`packed_avx2::vnni`); everything else reuses the AVX2 kernels (packed Q8_0, Q5_K
-//! and Q6_K, `packed_q8_avx2`, `packed_q5k_avx2` and `packed_q6k_avx2`, included). They were written
+//! The AVX-512 levels have their own packed Q4_0 and Q8_0 kernels (`packed_avx512`,
+//! `packed_q8_avx512`: two 8-row groups per 512-bit vector, `vpmaddubsw` or VNNI `vpdpbusd`) and,
+//! with VNNI, a 256-bit `vpdpbusd` packed Q4_K kernel (`packed_avx2::vnni`); everything else
+//! reuses the AVX2 kernels (packed Q5_K and Q6_K, `packed_q5k_avx2` and `packed_q6k_avx2`,
+//! included). They were written
 //! on a machine without AVX-512: their tests run on an emulated Tiger Lake CPU
 //! (`tools/avx512-emu/run.sh`, in CI), and `crate::packed` checks them against the scalar twins
 //! at start-up before it uses them. Their speed has not been measured.
@@ -88,6 +89,89 @@ macro_rules! column_drivers {
     };
 }
 
+/// The driver around a 512-bit packed kernel's pair function `pair_tile::<T>(args, wg0, wg1,
+/// t0, acc)` (groups `wg0` in lanes 0..8 and `wg1` in lanes 8..16, times tokens `t0..t0 + T`):
+/// the public `$matmul(args, out)` for 32-element block columns of `COLUMN` bytes. For a prompt
+/// the two groups are adjacent and the 16 results one store (an odd last group masked); for one
+/// token they are far apart (`g`, `g + n/2`), two memory streams. The invoking module has
+/// `pair_tile`, `COLUMN`, `TileFn`, `TOKEN_TILE`, `PackedArgs` and `PACK_ROWS` in scope.
+macro_rules! pair_drivers {
+    ($features:literal, $matmul:ident) => {
+        /// The packed weights times the activations, every group and token.
+        ///
+        /// # Safety
+        /// The CPU must have this module's features; arguments as checked by
+        /// `crate::packed::matmul_packed_at`.
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $matmul(args: &PackedArgs<'_>, out: &mut [f32]) {
+            let tiles: [TileFn; TOKEN_TILE] = [
+                pair_tile::<1>,
+                pair_tile::<2>,
+                pair_tile::<3>,
+                pair_tile::<4>,
+            ];
+            let group_bytes = args.n_cols / 32 * COLUMN;
+            let n_groups = args.w.len() / group_bytes;
+            let n_rows = n_groups * PACK_ROWS;
+            let mut acc = [_mm512_setzero_ps(); TOKEN_TILE];
+            if args.n_tokens == 1 {
+                // Decode: group g pairs with g + run, not g + 1, so each thread reads two
+                // far-apart streams (as `packed_avx2`'s one-token products do: one stream
+                // reads only as fast as a plain one-stream read). The halves are stored
+                // apart; an odd last group runs alone in the low lanes.
+                let run = n_groups / 2;
+                let base = args.w.as_ptr();
+                let pairs = (0..run).map(|g| (g, Some(g + run)));
+                let last = (n_groups % 2 == 1).then_some((2 * run, None));
+                for (g, partner) in pairs.chain(last) {
+                    // SAFETY: groups g and `partner` lie inside `w`; the tile kernel needs
+                    // this function's features.
+                    unsafe {
+                        let wg0 = base.add(g * group_bytes);
+                        let wg1 = partner.map_or(wg0, |h| base.add(h * group_bytes));
+                        pair_tile::<1>(args, wg0, wg1, 0, &mut acc);
+                    }
+                    let low = _mm512_castps512_ps256(acc[0]);
+                    let at = g * PACK_ROWS;
+                    // SAFETY: 8 f32 at `at` lie inside `out`.
+                    unsafe { _mm256_storeu_ps(out[at..at + PACK_ROWS].as_mut_ptr(), low) };
+                    if let Some(h) = partner {
+                        let high =
+                            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[0])));
+                        let at = h * PACK_ROWS;
+                        // SAFETY: as above.
+                        unsafe { _mm256_storeu_ps(out[at..at + PACK_ROWS].as_mut_ptr(), high) };
+                    }
+                }
+                return;
+            }
+            for g in (0..n_groups).step_by(2) {
+                let both = g + 1 < n_groups;
+                // SAFETY: groups g and (if `both`) g + 1 lie inside `w`.
+                let (wg0, wg1) = unsafe {
+                    let wg0 = args.w.as_ptr().add(g * group_bytes);
+                    (wg0, if both { wg0.add(group_bytes) } else { wg0 })
+                };
+                let lanes: __mmask16 = if both { 0xFFFF } else { 0x00FF };
+                let mut t0 = 0;
+                while t0 < args.n_tokens {
+                    let t = TOKEN_TILE.min(args.n_tokens - t0);
+                    // SAFETY: tokens t0..t0 + t exist; the tile kernels need this
+                    // function's features.
+                    unsafe { tiles[t - 1](args, wg0, wg1, t0, &mut acc) };
+                    for (i, a) in acc[..t].iter().enumerate() {
+                        let at = (t0 + i) * n_rows + g * PACK_ROWS;
+                        let dst = &mut out[at..at + PACK_ROWS * (1 + both as usize)];
+                        // SAFETY: dst has 16 f32, or 8 when only the low lanes are stored.
+                        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), lanes, *a) };
+                    }
+                    t0 += t;
+                }
+            }
+        }
+    };
+}
+
 pub(crate) mod attention_avx2;
 mod avx2;
 pub(crate) mod packed_avx2;
@@ -95,6 +179,7 @@ pub(crate) mod packed_avx512;
 pub(crate) mod packed_q5k_avx2;
 pub(crate) mod packed_q6k_avx2;
 pub(crate) mod packed_q8_avx2;
+pub(crate) mod packed_q8_avx512;
 
 use crate::dispatch::KernelTable;
 use crate::level::KernelLevel;

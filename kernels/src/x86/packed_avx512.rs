@@ -18,13 +18,32 @@ use std::arch::x86_64::*;
 use crate::packed::{PackedArgs, PACK_ROWS};
 
 /// Tokens sharing one unpacked block column (per pair of groups).
-const TOKEN_TILE: usize = 4;
+pub(super) const TOKEN_TILE: usize = 4;
+
+/// Bytes of one block column of a packed Q4_0 group.
+const COLUMN: usize = 144;
 
 /// Software prefetch distance in bytes, per group stream (as in `packed_avx2`).
 const PREFETCH_AHEAD: usize = 1152;
 
 /// A kernel for a pair of groups and a tile of tokens (`pair_tile::<T>` for T = 1..=4).
-type TileFn = unsafe fn(&PackedArgs<'_>, *const u8, *const u8, usize, &mut [__m512; TOKEN_TILE]);
+pub(super) type TileFn =
+    unsafe fn(&PackedArgs<'_>, *const u8, *const u8, usize, &mut [__m512; TOKEN_TILE]);
+
+/// 32 bytes at `lo` in the low half and 32 at `hi` in the high half.
+///
+/// # Safety
+/// The CPU must have AVX-512F; 32 bytes must be readable at each address.
+#[inline]
+#[target_feature(enable = "avx2,avx512f")]
+pub(super) unsafe fn load_pair(lo: *const u8, hi: *const u8) -> __m512i {
+    // SAFETY: the caller passes 32 readable bytes at each address; same features.
+    unsafe {
+        let a = _mm256_loadu_si256(lo as *const __m256i);
+        let b = _mm256_loadu_si256(hi as *const __m256i);
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b)
+    }
+}
 
 /// `vpmaddubsw` form: Σ_c w[c] · broadcast(y + off[c]) per 32-bit lane (unsigned 4-bit weights,
 /// signed 8-bit activations; the 16-bit partial sums cannot overflow: 8 × 2 × 15 × 128 < 2^15).
@@ -58,18 +77,6 @@ macro_rules! packed_kernels_512 {
         pub(crate) mod $name {
             use super::*;
 
-            /// 32 bytes at `lo` in the low half and 32 at `hi` in the high half.
-            #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn load_pair(lo: *const u8, hi: *const u8) -> __m512i {
-                // SAFETY: the caller passes 32 readable bytes at each address.
-                unsafe {
-                    let a = _mm256_loadu_si256(lo as *const __m256i);
-                    let b = _mm256_loadu_si256(hi as *const __m256i);
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b)
-                }
-            }
-
             /// Groups `wg0` (lanes 0..8) and `wg1` (lanes 8..16; may equal `wg0` for an odd
             /// last group) times tokens `t0..t0 + T`.
             #[inline]
@@ -86,11 +93,11 @@ macro_rules! packed_kernels_512 {
                 let mask = _mm512_set1_epi8(0x0F);
                 let mut acc = [_mm512_setzero_ps(); T];
                 for b in 0..nb {
-                    // SAFETY: block column b of each group is 144 bytes at wg + 144b (the caller
+                    // SAFETY: block column b of each group is COLUMN bytes at wg + COLUMN·b (the caller
                     // passes whole groups of nb columns); token rows have nb blocks of 34 bytes
                     // and the summaries nb entries per token (checked by `matmul_packed_at`).
                     unsafe {
-                        let (p0, p1) = (wg0.add(b * 144), wg1.add(b * 144));
+                        let (p0, p1) = (wg0.add(b * COLUMN), wg1.add(b * COLUMN));
                         // Only the first tile streams the groups; the later ones find them in L1.
                         if t0 == 0 {
                             for p in [p0, p1] {
@@ -135,79 +142,7 @@ macro_rules! packed_kernels_512 {
                 acc_out[..T].copy_from_slice(&acc);
             }
 
-            /// Packed Q4_0 times Q8_0 activations, every group and token.
-            ///
-            /// # Safety
-            /// The CPU must have this module's features; arguments as checked by
-            /// `crate::packed::matmul_packed_at`.
-            #[target_feature(enable = $features)]
-            pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
-                let tiles: [TileFn; TOKEN_TILE] = [
-                    pair_tile::<1>,
-                    pair_tile::<2>,
-                    pair_tile::<3>,
-                    pair_tile::<4>,
-                ];
-                let group_bytes = args.n_cols / 32 * 144;
-                let n_groups = args.w.len() / group_bytes;
-                let n_rows = n_groups * PACK_ROWS;
-                let mut acc = [_mm512_setzero_ps(); TOKEN_TILE];
-                if args.n_tokens == 1 {
-                    // Decode: group g pairs with g + run, not g + 1, so each thread reads two
-                    // far-apart streams (as `packed_avx2`'s one-token products do: one stream
-                    // reads only as fast as a plain one-stream read). The halves are stored
-                    // apart; an odd last group runs alone in the low lanes.
-                    let run = n_groups / 2;
-                    let base = args.w.as_ptr();
-                    let pairs = (0..run).map(|g| (g, Some(g + run)));
-                    let last = (n_groups % 2 == 1).then_some((2 * run, None));
-                    for (g, partner) in pairs.chain(last) {
-                        // SAFETY: groups g and `partner` lie inside `w`; the tile kernel needs
-                        // this function's features.
-                        unsafe {
-                            let wg0 = base.add(g * group_bytes);
-                            let wg1 = partner.map_or(wg0, |h| base.add(h * group_bytes));
-                            pair_tile::<1>(args, wg0, wg1, 0, &mut acc);
-                        }
-                        let low = _mm512_castps512_ps256(acc[0]);
-                        let at = g * PACK_ROWS;
-                        // SAFETY: 8 f32 at `at` lie inside `out`.
-                        unsafe { _mm256_storeu_ps(out[at..at + PACK_ROWS].as_mut_ptr(), low) };
-                        if let Some(h) = partner {
-                            let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-                                _mm512_castps_pd(acc[0]),
-                            ));
-                            let at = h * PACK_ROWS;
-                            // SAFETY: as above.
-                            unsafe { _mm256_storeu_ps(out[at..at + PACK_ROWS].as_mut_ptr(), high) };
-                        }
-                    }
-                    return;
-                }
-                for g in (0..n_groups).step_by(2) {
-                    let both = g + 1 < n_groups;
-                    // SAFETY: groups g and (if `both`) g + 1 lie inside `w`.
-                    let (wg0, wg1) = unsafe {
-                        let wg0 = args.w.as_ptr().add(g * group_bytes);
-                        (wg0, if both { wg0.add(group_bytes) } else { wg0 })
-                    };
-                    let lanes: __mmask16 = if both { 0xFFFF } else { 0x00FF };
-                    let mut t0 = 0;
-                    while t0 < args.n_tokens {
-                        let t = TOKEN_TILE.min(args.n_tokens - t0);
-                        // SAFETY: tokens t0..t0 + t exist; the tile kernels need this
-                        // function's features.
-                        unsafe { tiles[t - 1](args, wg0, wg1, t0, &mut acc) };
-                        for (i, a) in acc[..t].iter().enumerate() {
-                            let at = (t0 + i) * n_rows + g * PACK_ROWS;
-                            let dst = &mut out[at..at + PACK_ROWS * (1 + both as usize)];
-                            // SAFETY: dst has 16 f32, or 8 when only the low lanes are stored.
-                            unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), lanes, *a) };
-                        }
-                        t0 += t;
-                    }
-                }
-            }
+            pair_drivers!($features, matmul_q4_0x8);
         }
     };
 }

@@ -1,0 +1,418 @@
+//! Interleaved ("packed") weight layouts: groups of [`PACK_ROWS`] rows stored so that one SIMD
+//! load reaches the same block column of every row in the group.
+//!
+//! The row-major ggml layout makes a matrix-vector product read `PACK_ROWS` separate streams and
+//! finish each row with a horizontal sum; the packed layout gives one stream and leaves row `r`
+//! of a group in lane `r` of the accumulator. A packed matrix has exactly as many bytes as the
+//! row-major one, so it fits the same expert-cache slot and can be packed in place.
+//!
+//! The layouts, their arithmetic and the code that packs and unpacks them are in [`layouts`].
+
+use std::cell::RefCell;
+
+use crate::blocks::F16Bits;
+use crate::level::KernelLevel;
+use crate::types::GgmlType;
+
+pub mod layouts;
+
+use layouts::check_pack_shape;
+pub use layouts::{pack_rows, pack_rows_in_place, unpack_rows};
+pub(crate) use layouts::{q4_kx8_scale_min, q5_kx8_place};
+
+/// Rows interleaved per group.
+pub const PACK_ROWS: usize = 8;
+
+/// Weights, quantized activations and their per-block summaries, as a packed kernel sees them.
+pub(crate) struct PackedArgs<'a> {
+    pub n_cols: usize,
+    /// Packed weight groups, back to back.
+    pub w: &'a [u8],
+    /// `n_tokens` activation rows in the weight type's `vec_dot_type`.
+    pub acts: &'a [u8],
+    /// Activation block scales as f32, `[token][block]`.
+    pub act_d: &'a [f32],
+    /// Q4_0: `8 · Σ y` of each activation block (the zero point times the block sum; computed
+    /// but unused for Q8_0, and empty for Q6_K),
+    /// `[token][block]`. Q4_K: the sub-block sums of each block in 16-bit pairs,
+    /// `[token][block][pair]` (see `summarize_q8_k`).
+    pub act_s: &'a [i32],
+    pub n_tokens: usize,
+}
+
+/// `out[t * n_rows + r]` for all packed rows and tokens.
+pub(crate) type PackedMatmulFn = unsafe fn(args: &PackedArgs<'_>, out: &mut [f32]);
+
+/// Whether `ty` has a packed layout and a `rows`-row matrix can use it.
+pub fn can_pack(ty: GgmlType, rows: usize) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
+    ) && rows > 0
+        && rows.is_multiple_of(PACK_ROWS)
+}
+
+/// Whether packing `ty` pays off at the active level (a SIMD packed kernel exists). Callers pack
+/// only when this holds, so scalar-only builds keep the zero-copy row layout.
+pub fn packing_pays(ty: GgmlType) -> bool {
+    can_pack(ty, PACK_ROWS) && packed_kernel(crate::active_level(), ty).is_some()
+}
+
+/// The scalar twin of each packed type.
+fn scalar_kernel(ty: GgmlType) -> PackedMatmulFn {
+    match ty {
+        GgmlType::Q4_K => crate::scalar::packed::matmul_q4_kx8,
+        GgmlType::Q6_K => crate::scalar::packed::matmul_q6_kx8,
+        GgmlType::Q8_0 => crate::scalar::packed::matmul_q8_0x8,
+        GgmlType::Q5_K => crate::scalar::packed::matmul_q5_kx8,
+        _ => crate::scalar::packed::matmul_q4_0x8,
+    }
+}
+
+/// The SIMD kernel of `level` for packed `ty`, if there is one.
+fn packed_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
+    if !can_pack(ty, PACK_ROWS) {
+        return None;
+    }
+    match (level, ty) {
+        #[cfg(target_arch = "x86_64")]
+        (KernelLevel::Avx512 | KernelLevel::Avx512Vnni, _) if avx512_kernels_verified(level) => {
+            avx512_kernel(level, ty)
+        }
+        #[cfg(target_arch = "x86_64")]
+        (KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni, _) => Some(match ty {
+            GgmlType::Q4_K => crate::x86::packed_avx2::avx2::matmul_q4_kx8,
+            GgmlType::Q6_K => crate::x86::packed_q6k_avx2::matmul_q6_kx8,
+            GgmlType::Q8_0 => crate::x86::packed_q8_avx2::matmul_q8_0x8,
+            GgmlType::Q5_K => crate::x86::packed_q5k_avx2::matmul_q5_kx8,
+            _ => crate::x86::packed_avx2::avx2::matmul_q4_0x8,
+        }),
+        #[cfg(target_arch = "aarch64")]
+        (KernelLevel::Neon, GgmlType::Q4_0) => Some(crate::arm::packed_neon::matmul_q4_0x8_neon),
+        #[cfg(target_arch = "aarch64")]
+        (KernelLevel::NeonDotprod, GgmlType::Q4_0) => {
+            Some(crate::arm::packed_neon::matmul_q4_0x8_dotprod)
+        }
+        #[cfg(target_arch = "aarch64")]
+        (KernelLevel::Neon, GgmlType::Q4_K) => {
+            Some(crate::arm::packed_q4k_neon::matmul_q4_kx8_neon)
+        }
+        #[cfg(target_arch = "aarch64")]
+        (KernelLevel::NeonDotprod, GgmlType::Q4_K) => {
+            Some(crate::arm::packed_q4k_neon::matmul_q4_kx8_dotprod)
+        }
+        #[cfg(target_arch = "aarch64")]
+        (KernelLevel::Neon, GgmlType::Q8_0) => Some(crate::arm::packed_q8_neon::matmul_q8_0x8_neon),
+        #[cfg(target_arch = "aarch64")]
+        (KernelLevel::NeonDotprod, GgmlType::Q8_0) => {
+            Some(crate::arm::packed_q8_neon::matmul_q8_0x8_dotprod)
+        }
+        #[cfg(target_arch = "aarch64")]
+        (KernelLevel::Neon, GgmlType::Q5_K) => {
+            Some(crate::arm::packed_q5k_neon::matmul_q5_kx8_neon)
+        }
+        #[cfg(target_arch = "aarch64")]
+        (KernelLevel::NeonDotprod, GgmlType::Q5_K) => {
+            Some(crate::arm::packed_q5k_neon::matmul_q5_kx8_dotprod)
+        }
+        #[cfg(target_arch = "aarch64")]
+        (KernelLevel::Neon, GgmlType::Q6_K) => {
+            Some(crate::arm::packed_q6k_neon::matmul_q6_kx8_neon)
+        }
+        #[cfg(target_arch = "aarch64")]
+        (KernelLevel::NeonDotprod, GgmlType::Q6_K) => {
+            Some(crate::arm::packed_q6k_neon::matmul_q6_kx8_dotprod)
+        }
+        _ => None,
+    }
+}
+
+thread_local! {
+    /// Per-thread activation summaries (grown once, reused: no allocation per call).
+    static SUMMARY: RefCell<(Vec<f32>, Vec<i32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Sizes this thread's activation summaries for products of up to `n_blocks` activation blocks
+/// (tokens × columns / 32), so later calls of that size allocate nothing. Run it on every worker
+/// (`rayon::broadcast`) before a loop that must not allocate.
+pub fn reserve_thread_scratch(n_blocks: usize) {
+    SUMMARY.with(|s| {
+        let mut s = s.borrow_mut();
+        let (d, sums) = &mut *s;
+        d.reserve(n_blocks.saturating_sub(d.len()));
+        sums.reserve(n_blocks.saturating_sub(sums.len()));
+    });
+}
+
+/// Packed weights times `n_tokens` activation rows (quantized to `ty.vec_dot_type()`):
+/// `out[t * n_rows + r]`, like [`crate::matmul`] on the unpacked rows. Single-threaded; split
+/// rows over threads at group boundaries (multiples of [`PACK_ROWS`] rows).
+pub fn matmul_packed(
+    ty: GgmlType,
+    n_cols: usize,
+    w: &[u8],
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    matmul_packed_at(crate::active_level(), ty, n_cols, w, acts, n_tokens, out)
+}
+
+/// [`matmul_packed`] at an explicit level (which this CPU must support). Levels without a
+/// packed kernel of their own use the scalar twin.
+pub fn matmul_packed_at(
+    level: KernelLevel,
+    ty: GgmlType,
+    n_cols: usize,
+    w: &[u8],
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    assert!(
+        level.is_supported(),
+        "kernel level {level} is not supported"
+    );
+    let (_, n_rows) = check_pack_shape(ty, n_cols, w.len());
+    let vdt = ty.vec_dot_type();
+    let ab = crate::row_bytes_of(vdt, n_cols);
+    assert_eq!(
+        Some(acts.len()),
+        ab.checked_mul(n_tokens),
+        "matmul_packed: {vdt} activations length"
+    );
+    assert_eq!(
+        Some(out.len()),
+        n_rows.checked_mul(n_tokens),
+        "matmul_packed: output length"
+    );
+    if out.is_empty() {
+        return;
+    }
+    let f = packed_kernel(level, ty).unwrap_or(scalar_kernel(ty));
+    call_kernel(f, ty, n_cols, w, acts, n_tokens, out);
+}
+
+/// Runs packed kernel `f` (for `ty`, on a CPU that has its features) on checked arguments,
+/// building the Q4_0 activation summaries it needs.
+fn call_kernel(
+    f: PackedMatmulFn,
+    ty: GgmlType,
+    n_cols: usize,
+    w: &[u8],
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    let mut run = |act_d: &[f32], act_s: &[i32]| {
+        let args = PackedArgs {
+            n_cols,
+            w,
+            acts,
+            act_d,
+            act_s,
+            n_tokens,
+        };
+        // SAFETY: the kernel is for a level this CPU supports; `w` is whole packed groups of
+        // `n_cols` columns, `acts` (and for Q4_0 the summaries) hold `n_tokens` rows, and `out`
+        // has `n_rows * n_tokens` entries (all checked by the callers).
+        unsafe { f(&args, out) }
+    };
+    SUMMARY.with(|s| {
+        let mut s = s.borrow_mut();
+        let (act_d, act_s) = &mut *s;
+        match ty {
+            GgmlType::Q4_0 | GgmlType::Q8_0 => summarize_q8_0(acts, act_d, act_s),
+            // The Q6_K kernels read the Q8_K blocks' own 16-element sums.
+            GgmlType::Q6_K => act_s.clear(),
+            _ => summarize_q8_k(acts, act_s),
+        }
+        run(act_d, act_s)
+    });
+}
+
+/// The Q4_K kernels' activation summaries of Q8_K blocks: for each block, 4 words, word `i`
+/// holding the quant sums of sub-blocks `2i` (low 16 bits) and `2i + 1` (high 16 bits), each
+/// the sum of two of the block's 16-element `bsums` (|sum| ≤ 32 × 128, so it fits in 16 bits).
+/// A kernel multiplies a word by a pair of 6-bit mins with one `vpmaddwd`.
+fn summarize_q8_k(acts: &[u8], act_s: &mut Vec<i32>) {
+    act_s.clear();
+    for blk in acts.chunks_exact(292) {
+        let bsum = |i: usize| i16::from_le_bytes([blk[260 + 2 * i], blk[261 + 2 * i]]) as i32;
+        for i in 0..4 {
+            let lo = bsum(4 * i) + bsum(4 * i + 1);
+            let hi = bsum(4 * i + 2) + bsum(4 * i + 3);
+            act_s.push((lo as u16 as u32 | (hi as u16 as u32) << 16) as i32);
+        }
+    }
+}
+
+/// The Q4_0 kernels' activation summaries of Q8_0 blocks: each block's scale as f32 and 8 × the
+/// sum of its quants (exact integer and exact f16 → f32 arithmetic, so every form agrees).
+fn summarize_q8_0(acts: &[u8], act_d: &mut Vec<f32>, act_s: &mut Vec<i32>) {
+    act_d.clear();
+    act_s.clear();
+    #[cfg(target_arch = "x86_64")]
+    if KernelLevel::Avx2.is_supported() {
+        // SAFETY: the CPU has AVX2 and F16C (both part of the AVX2 level).
+        return unsafe { crate::x86::packed_avx2::summarize_q8_0(acts, act_d, act_s) };
+    }
+    summarize_q8_0_scalar(acts, act_d, act_s);
+}
+
+/// Scalar twin of [`summarize_q8_0`].
+fn summarize_q8_0_scalar(acts: &[u8], act_d: &mut Vec<f32>, act_s: &mut Vec<i32>) {
+    for blk in acts.chunks_exact(34) {
+        act_d.push(F16Bits([blk[0], blk[1]]).to_f32());
+        let sum: i32 = blk[2..].iter().map(|&v| v as i8 as i32).sum();
+        act_s.push(8 * sum);
+    }
+}
+
+/// The AVX-512 packed kernel of `level` (`Avx512` or `Avx512Vnni`) for `ty`, before the
+/// start-up check: 512-bit Q4_0 and Q8_0 kernels (`packed_avx512`, `packed_q8_avx512`, two groups
+/// per vector), for Q4_K the 256-bit `vpdpbusd` kernel with VNNI or the AVX2 one without, and
+/// the AVX2 kernels for Q5_K and Q6_K.
+#[cfg(target_arch = "x86_64")]
+fn avx512_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
+    use crate::x86::{packed_avx2, packed_avx512, packed_q8_avx512};
+    Some(match (level, ty) {
+        (KernelLevel::Avx512Vnni, GgmlType::Q4_0) => packed_avx512::vnni::matmul_q4_0x8,
+        (KernelLevel::Avx512Vnni, GgmlType::Q8_0) => packed_q8_avx512::vnni::matmul_q8_0x8,
+        (KernelLevel::Avx512Vnni, GgmlType::Q4_K) => packed_avx2::vnni::matmul_q4_kx8,
+        (KernelLevel::Avx512, GgmlType::Q4_0) => packed_avx512::bw::matmul_q4_0x8,
+        (KernelLevel::Avx512, GgmlType::Q8_0) => packed_q8_avx512::bw::matmul_q8_0x8,
+        (KernelLevel::Avx512, GgmlType::Q4_K) => packed_avx2::avx2::matmul_q4_kx8,
+        (_, GgmlType::Q6_K) => crate::x86::packed_q6k_avx2::matmul_q6_kx8,
+        (_, GgmlType::Q5_K) => crate::x86::packed_q5k_avx2::matmul_q5_kx8,
+        _ => return None,
+    })
+}
+
+/// Whether `level`'s AVX-512 packed kernels give the scalar twins' exact bits on this CPU,
+/// checked once per level on small known problems of each type (odd and even group counts,
+/// tiles of 1 to 4 tokens). They were written on a machine without AVX-512: the property tests
+/// check them under emulation (`tools/avx512-emu`) and wherever the CPU has AVX-512, and this
+/// check keeps a CPU from ever running them unverified — on a mismatch the AVX2 kernels serve
+/// instead, with a warning.
+#[cfg(target_arch = "x86_64")]
+fn avx512_kernels_verified(level: KernelLevel) -> bool {
+    use std::sync::OnceLock;
+    static VERIFIED: [OnceLock<bool>; 2] = [OnceLock::new(), OnceLock::new()];
+    let slot = match level {
+        KernelLevel::Avx512 => &VERIFIED[0],
+        KernelLevel::Avx512Vnni => &VERIFIED[1],
+        _ => return false,
+    };
+    *slot.get_or_init(|| {
+        if !level.is_supported() {
+            return false;
+        }
+        let cols = 512;
+        let tokens = 5;
+        let value = |i: usize| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * (1.0 + (i % 13) as f32);
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q5_K,
+            GgmlType::Q6_K,
+        ] {
+            let Some(f) = avx512_kernel(level, ty) else {
+                continue;
+            };
+            for rows in [16, 24] {
+                let rb = crate::row_bytes_of(ty, cols);
+                let mut w = vec![0u8; rb * rows];
+                for (r, dst) in w.chunks_exact_mut(rb).enumerate() {
+                    let x: Vec<f32> = (0..cols).map(|c| value(r * cols + c)).collect();
+                    crate::quantize_row_ref(ty, &x, dst);
+                }
+                let mut packed = vec![0u8; w.len()];
+                pack_rows(ty, cols, &w, &mut packed);
+                let vdt = ty.vec_dot_type();
+                let ab = crate::row_bytes_of(vdt, cols);
+                let mut acts = vec![0u8; ab * tokens];
+                for (t, dst) in acts.chunks_exact_mut(ab).enumerate() {
+                    let x: Vec<f32> = (0..cols).map(|c| value(31 + t * cols + 3 * c)).collect();
+                    crate::quantize_activation_at(KernelLevel::Scalar, vdt, &x, dst);
+                }
+                for n in 1..=tokens {
+                    let a = &acts[..ab * n];
+                    let mut want = vec![0f32; rows * n];
+                    let mut got = vec![0f32; rows * n];
+                    call_kernel(scalar_kernel(ty), ty, cols, &packed, a, n, &mut want);
+                    call_kernel(f, ty, cols, &packed, a, n, &mut got);
+                    if want.iter().zip(&got).any(|(a, b)| a.to_bits() != b.to_bits()) {
+                        log::warn!(
+                            "the {level} packed {ty} kernel differs from its scalar twin on this CPU; using the AVX2 kernels"
+                        );
+                        return false;
+                    }
+                }
+            }
+        }
+        log::debug!("{level} packed kernels verified against their scalar twins");
+        true
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a CPU with AVX-512 the AVX-512 packed kernels must pass their start-up check, so that
+    /// the packed property tests at those levels run them rather than the AVX2 fallback.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_kernels_serve_where_the_cpu_has_avx512() {
+        for level in [KernelLevel::Avx512, KernelLevel::Avx512Vnni] {
+            let has = level.is_supported();
+            assert_eq!(avx512_kernels_verified(level), has, "{level}");
+            for ty in [
+                GgmlType::Q4_0,
+                GgmlType::Q8_0,
+                GgmlType::Q4_K,
+                GgmlType::Q6_K,
+            ] {
+                if has {
+                    let used = packed_kernel(level, ty).map(|f| f as usize);
+                    assert_eq!(
+                        used,
+                        avx512_kernel(level, ty).map(|f| f as usize),
+                        "{level} {ty}"
+                    );
+                }
+            }
+            println!("{level} on this CPU: {has}");
+        }
+    }
+
+    #[test]
+    fn activation_summaries_match_the_scalar_twin() {
+        // Blocks of every byte value, in both scale and quants (NaN scales compared by bits).
+        let mut acts = vec![0u8; 34 * 300];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for (i, b) in acts.iter_mut().enumerate() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = if i < 34 * 4 {
+                (i * 37 % 256) as u8
+            } else {
+                x as u8
+            };
+        }
+        acts[2..34].fill(0x80);
+        acts[36..68].fill(0x7F);
+        let (mut d, mut s) = (Vec::new(), Vec::new());
+        summarize_q8_0(&acts, &mut d, &mut s);
+        let (mut d_ref, mut s_ref) = (Vec::new(), Vec::new());
+        summarize_q8_0_scalar(&acts, &mut d_ref, &mut s_ref);
+        assert_eq!(s, s_ref);
+        assert_eq!(s[0], 8 * 32 * -128);
+        assert_eq!(s[1], 8 * 32 * 127);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&d), bits(&d_ref));
+    }
+}
