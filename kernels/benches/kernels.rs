@@ -1,7 +1,7 @@
 //! Kernel microbenchmarks (divan, one thread), each kernel at every level this CPU supports, so
 //! the scalar twins and the SIMD levels are measured side by side in one run. Types: `Q4_0`,
 //! `Q8_0`, `Q4_K`, `Q5_K`, `Q6_K`, `F16`, `BF16` in the ggml row layout and `Q4_0x8`, `Q8_0x8`,
-//! `Q4_Kx8`, `Q5_Kx8`, `Q6_Kx8` in the interleaved layout of `packed.rs`.
+//! `Q4_Kx8`, `Q5_Kx8`, `Q6_Kx8` in the interleaved layouts of `packed/layouts.rs`.
 //!
 //! - `matvec::<TYPE>::<level>`: 4096 × 4096 weights times one activation row (decode).
 //!   Counters: bytes of weights (divan prints GB/s) and flops, 2 per multiply-add, printed as
@@ -70,7 +70,7 @@ fn levels() -> Vec<KernelLevel> {
 }
 
 /// A weight type and layout (the divan type parameter names it: `Q4_0` is the ggml row layout,
-/// `Q4_0x8` the interleaved one of `packed.rs`).
+/// `Q4_0x8` the interleaved one of `packed/layouts.rs`).
 trait Weights {
     const TYPE: GgmlType;
     const PACKED: bool;
