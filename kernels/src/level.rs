@@ -158,6 +158,9 @@ pub fn active_level() -> KernelLevel {
         let env = std::env::var("MOE_EDGE_KERNELS").ok();
         let choice = choose_level(env.as_deref(), KernelLevel::is_supported);
         match &choice {
+            LevelChoice::Detected(KernelLevel::Scalar) => log::warn!(
+                "kernels: this CPU has no SIMD level moe-edge has kernels for (AVX2+FMA+F16C on x86-64, NEON on ARM); the portable scalar kernels run, about 10x slower"
+            ),
             LevelChoice::Detected(l) => log::info!("kernels: using {l} (detected)"),
             LevelChoice::Forced(l) => log::info!("kernels: using {l} (MOE_EDGE_KERNELS)"),
             LevelChoice::Rejected { requested, used } => log::warn!(
