@@ -88,40 +88,22 @@ fn packed_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
             _ => crate::x86::packed_avx2::avx2::matmul_q4_0x8,
         }),
         #[cfg(target_arch = "aarch64")]
-        (KernelLevel::Neon, GgmlType::Q4_0) => Some(crate::arm::packed_neon::matmul_q4_0x8_neon),
-        #[cfg(target_arch = "aarch64")]
-        (KernelLevel::NeonDotprod, GgmlType::Q4_0) => {
-            Some(crate::arm::packed_neon::matmul_q4_0x8_dotprod)
-        }
-        #[cfg(target_arch = "aarch64")]
-        (KernelLevel::Neon, GgmlType::Q4_K) => {
-            Some(crate::arm::packed_q4k_neon::matmul_q4_kx8_neon)
-        }
-        #[cfg(target_arch = "aarch64")]
-        (KernelLevel::NeonDotprod, GgmlType::Q4_K) => {
-            Some(crate::arm::packed_q4k_neon::matmul_q4_kx8_dotprod)
-        }
-        #[cfg(target_arch = "aarch64")]
-        (KernelLevel::Neon, GgmlType::Q8_0) => Some(crate::arm::packed_q8_neon::matmul_q8_0x8_neon),
-        #[cfg(target_arch = "aarch64")]
-        (KernelLevel::NeonDotprod, GgmlType::Q8_0) => {
-            Some(crate::arm::packed_q8_neon::matmul_q8_0x8_dotprod)
-        }
-        #[cfg(target_arch = "aarch64")]
-        (KernelLevel::Neon, GgmlType::Q5_K) => {
-            Some(crate::arm::packed_q5k_neon::matmul_q5_kx8_neon)
-        }
-        #[cfg(target_arch = "aarch64")]
-        (KernelLevel::NeonDotprod, GgmlType::Q5_K) => {
-            Some(crate::arm::packed_q5k_neon::matmul_q5_kx8_dotprod)
-        }
-        #[cfg(target_arch = "aarch64")]
-        (KernelLevel::Neon, GgmlType::Q6_K) => {
-            Some(crate::arm::packed_q6k_neon::matmul_q6_kx8_neon)
-        }
-        #[cfg(target_arch = "aarch64")]
-        (KernelLevel::NeonDotprod, GgmlType::Q6_K) => {
-            Some(crate::arm::packed_q6k_neon::matmul_q6_kx8_dotprod)
+        (KernelLevel::Neon | KernelLevel::NeonDotprod, _) => {
+            use crate::arm::packed_q8_neon;
+            use crate::arm::{packed_neon, packed_q4k_neon, packed_q5k_neon, packed_q6k_neon};
+            let sdot = level == KernelLevel::NeonDotprod;
+            Some(match (ty, sdot) {
+                (GgmlType::Q4_K, false) => packed_q4k_neon::matmul_q4_kx8_neon,
+                (GgmlType::Q4_K, true) => packed_q4k_neon::matmul_q4_kx8_dotprod,
+                (GgmlType::Q5_K, false) => packed_q5k_neon::matmul_q5_kx8_neon,
+                (GgmlType::Q5_K, true) => packed_q5k_neon::matmul_q5_kx8_dotprod,
+                (GgmlType::Q6_K, false) => packed_q6k_neon::matmul_q6_kx8_neon,
+                (GgmlType::Q6_K, true) => packed_q6k_neon::matmul_q6_kx8_dotprod,
+                (GgmlType::Q8_0, false) => packed_q8_neon::matmul_q8_0x8_neon,
+                (GgmlType::Q8_0, true) => packed_q8_neon::matmul_q8_0x8_dotprod,
+                (_, false) => packed_neon::matmul_q4_0x8_neon,
+                (_, true) => packed_neon::matmul_q4_0x8_dotprod,
+            })
         }
         _ => None,
     }

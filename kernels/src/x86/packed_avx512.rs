@@ -45,6 +45,38 @@ pub(super) unsafe fn load_pair(lo: *const u8, hi: *const u8) -> __m512i {
     }
 }
 
+/// The 16 row scales of block columns `p0` (lanes 0..8) and `p1` (lanes 8..16), as f32; with
+/// `stream`, first a prefetch of `LINES` cache lines `ahead` bytes past each column.
+///
+/// # Safety
+/// The CPU must have AVX-512F and F16C; 16 bytes must be readable at each address (prefetches
+/// never fault).
+#[inline]
+#[target_feature(enable = "avx2,f16c,avx512f")]
+pub(super) unsafe fn pair_scales<const LINES: usize>(
+    p0: *const u8,
+    p1: *const u8,
+    ahead: usize,
+    stream: bool,
+) -> __m512 {
+    if stream {
+        for p in [p0, p1] {
+            for line in 0..LINES {
+                let at = ahead + 64 * line;
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at) as *const i8);
+            }
+        }
+    }
+    // SAFETY: the caller passes 16 readable bytes at each address; same features.
+    unsafe {
+        let scales = _mm256_inserti128_si256::<1>(
+            _mm256_castsi128_si256(_mm_loadu_si128(p0 as *const __m128i)),
+            _mm_loadu_si128(p1 as *const __m128i),
+        );
+        _mm512_cvtph_ps(scales)
+    }
+}
+
 /// `vpmaddubsw` form: Σ_c w[c] · broadcast(y + off[c]) per 32-bit lane (unsigned 4-bit weights,
 /// signed 8-bit activations; the 16-bit partial sums cannot overflow: 8 × 2 × 15 × 128 < 2^15).
 macro_rules! dot8_maddubs {
@@ -99,19 +131,7 @@ macro_rules! packed_kernels_512 {
                     unsafe {
                         let (p0, p1) = (wg0.add(b * COLUMN), wg1.add(b * COLUMN));
                         // Only the first tile streams the groups; the later ones find them in L1.
-                        if t0 == 0 {
-                            for p in [p0, p1] {
-                                for line in 0..3 {
-                                    let at = PREFETCH_AHEAD + 64 * line;
-                                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at) as *const i8);
-                                }
-                            }
-                        }
-                        let scales = _mm256_inserti128_si256::<1>(
-                            _mm256_castsi128_si256(_mm_loadu_si128(p0 as *const __m128i)),
-                            _mm_loadu_si128(p1 as *const __m128i),
-                        );
-                        let dw = _mm512_cvtph_ps(scales);
+                        let dw = pair_scales::<3>(p0, p1, PREFETCH_AHEAD, t0 == 0);
                         let v: [__m512i; 4] = std::array::from_fn(|c| {
                             load_pair(p0.add(16 + 32 * c), p1.add(16 + 32 * c))
                         });

@@ -17,7 +17,7 @@
 
 use std::arch::x86_64::*;
 
-use super::packed_avx512::{load_pair, TileFn, TOKEN_TILE};
+use super::packed_avx512::{load_pair, pair_scales, TileFn, TOKEN_TILE};
 use crate::packed::{PackedArgs, PACK_ROWS};
 
 /// Bytes of one block column of a packed Q8_0 group.
@@ -87,19 +87,7 @@ macro_rules! q8_0_kernels_512 {
                     unsafe {
                         let (p0, p1) = (wg0.add(b * COLUMN), wg1.add(b * COLUMN));
                         // Only the first tile streams the groups; the later ones find them in L1.
-                        if t0 == 0 {
-                            for p in [p0, p1] {
-                                for line in 0..5 {
-                                    let at = PREFETCH_AHEAD + 64 * line;
-                                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at) as *const i8);
-                                }
-                            }
-                        }
-                        let scales = _mm256_inserti128_si256::<1>(
-                            _mm256_castsi128_si256(_mm_loadu_si128(p0 as *const __m128i)),
-                            _mm_loadu_si128(p1 as *const __m128i),
-                        );
-                        let dw = _mm512_cvtph_ps(scales);
+                        let dw = pair_scales::<5>(p0, p1, PREFETCH_AHEAD, t0 == 0);
                         // Chunk c holds quants 4c..4c+4 of each row.
                         let w: [__m512i; 8] = std::array::from_fn(|c| {
                             load_pair(p0.add(16 + 32 * c), p1.add(16 + 32 * c))
