@@ -64,7 +64,8 @@ fn build(level: KernelLevel) -> KernelTable {
     #[allow(unused_mut)]
     let mut t = crate::scalar::table();
     match level {
-        KernelLevel::Scalar => {}
+        // SSSE3 has packed kernels only (`crate::packed`); its table is the scalar one.
+        KernelLevel::Scalar | KernelLevel::Ssse3 => {}
         #[cfg(target_arch = "x86_64")]
         KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni => {
             crate::x86::fill(level, &mut t);
@@ -84,7 +85,7 @@ fn build(level: KernelLevel) -> KernelTable {
 /// # Panics
 /// If this CPU does not support `level` (use `KernelLevel::is_supported` first).
 pub(crate) fn table(level: KernelLevel) -> &'static KernelTable {
-    static TABLES: [OnceLock<KernelTable>; 6] = [const { OnceLock::new() }; 6];
+    static TABLES: [OnceLock<KernelTable>; 7] = [const { OnceLock::new() }; 7];
     assert!(
         level.is_supported(),
         "kernel level {level} is not supported by this CPU"

@@ -10,6 +10,10 @@ use std::sync::OnceLock;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KernelLevel {
     Scalar,
+    /// x86-64 SSSE3 (128-bit `pmaddubsw`), for CPUs without AVX2: Atom and Celeron J/N-series,
+    /// Core 2, Xeons before Haswell. Packed Q4_0 and Q8_0 kernels only; no FMA, so their
+    /// accumulate step rounds twice (see `scalar::packed`).
+    Ssse3,
     /// AVX2 + FMA + F16C.
     Avx2,
     /// AVX-512 F/BW/VL on top of `Avx2`.
@@ -23,8 +27,9 @@ pub enum KernelLevel {
 }
 
 impl KernelLevel {
-    pub const ALL: [KernelLevel; 6] = [
+    pub const ALL: [KernelLevel; 7] = [
         KernelLevel::Scalar,
+        KernelLevel::Ssse3,
         KernelLevel::Avx2,
         KernelLevel::Avx512,
         KernelLevel::Avx512Vnni,
@@ -35,6 +40,7 @@ impl KernelLevel {
     pub const fn name(self) -> &'static str {
         match self {
             KernelLevel::Scalar => "scalar",
+            KernelLevel::Ssse3 => "ssse3",
             KernelLevel::Avx2 => "avx2",
             KernelLevel::Avx512 => "avx512",
             KernelLevel::Avx512Vnni => "avx512vnni",
@@ -47,6 +53,7 @@ impl KernelLevel {
     pub fn is_supported(self) -> bool {
         match self {
             KernelLevel::Scalar => true,
+            KernelLevel::Ssse3 => x86_has_ssse3(),
             KernelLevel::Avx2 => x86_has_avx2(),
             KernelLevel::Avx512 => x86_has_avx2() && x86_has_avx512(),
             KernelLevel::Avx512Vnni => x86_has_avx2() && x86_has_avx512() && x86_has_vnni(),
@@ -85,7 +92,7 @@ impl fmt::Display for UnknownLevel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown kernel level {:?} (expected one of: scalar, avx2, avx512, avx512vnni, neon, neondotprod)",
+            "unknown kernel level {:?} (expected one of: scalar, ssse3, avx2, avx512, avx512vnni, neon, neondotprod)",
             self.0
         )
     }
@@ -159,7 +166,10 @@ pub fn active_level() -> KernelLevel {
         let choice = choose_level(env.as_deref(), KernelLevel::is_supported);
         match &choice {
             LevelChoice::Detected(KernelLevel::Scalar) => log::warn!(
-                "kernels: this CPU has no SIMD level moe-edge has kernels for (AVX2+FMA+F16C on x86-64, NEON on ARM); the portable scalar kernels run, about 10x slower"
+                "kernels: this CPU has no SIMD level moe-edge has kernels for (SSSE3 or AVX2 on x86-64, NEON on ARM); the portable scalar kernels run, about 10x slower"
+            ),
+            LevelChoice::Detected(KernelLevel::Ssse3) => log::warn!(
+                "kernels: this CPU has no AVX2+FMA+F16C; using the 128-bit SSSE3 kernels for Q4_0 and Q8_0 weights, scalar kernels for every other type"
             ),
             LevelChoice::Detected(l) => log::info!("kernels: using {l} (detected)"),
             LevelChoice::Forced(l) => log::info!("kernels: using {l} (MOE_EDGE_KERNELS)"),
@@ -171,6 +181,14 @@ pub fn active_level() -> KernelLevel {
     })
 }
 
+#[cfg(target_arch = "x86_64")]
+fn x86_has_ssse3() -> bool {
+    std::arch::is_x86_feature_detected!("ssse3")
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn x86_has_ssse3() -> bool {
+    false
+}
 #[cfg(target_arch = "x86_64")]
 fn x86_has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2")

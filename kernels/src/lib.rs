@@ -35,8 +35,8 @@ pub use attention::{
 };
 pub use level::{active_level, choose_level, KernelLevel, LevelChoice, UnknownLevel};
 pub use packed::{
-    can_pack, matmul_packed, matmul_packed_at, pack_rows, pack_rows_in_place, packing_pays,
-    reserve_thread_scratch, unpack_rows, PACK_ROWS,
+    can_pack, matmul_packed, matmul_packed_at, matmul_packed_twin, pack_rows, pack_rows_in_place,
+    packing_pays, reserve_thread_scratch, unpack_rows, PACK_ROWS,
 };
 pub use types::GgmlType;
 pub use vector::{axpy, axpy_at, dot_f32, dot_f32_at, stream_read};

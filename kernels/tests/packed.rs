@@ -50,6 +50,8 @@ fn shapes(ty: GgmlType) -> Vec<(usize, usize, usize)> {
         (24, 2 * b, 2),
         (16, 3 * b, 3),
         (40, 5 * b, 5),
+        (24, 7 * b, 19),
+        (16, 9 * b, 37),
         (64, 2048, 9),
     ]
 }
@@ -97,15 +99,7 @@ fn packed_kernels_are_bit_identical_to_the_scalar_twin() {
                 let acts = activations(ty, &mut rng, n_tok, cols);
                 let mut want = vec![0f32; rows * n_tok];
                 let mut got = vec![1f32; rows * n_tok];
-                matmul_packed_at(
-                    KernelLevel::Scalar,
-                    ty,
-                    cols,
-                    &packed,
-                    &acts,
-                    n_tok,
-                    &mut want,
-                );
+                matmul_packed_twin(level, ty, cols, &packed, &acts, n_tok, &mut want);
                 matmul_packed_at(level, ty, cols, &packed, &acts, n_tok, &mut got);
                 let same = want
                     .iter()

@@ -58,14 +58,19 @@ pub fn packing_pays(ty: GgmlType) -> bool {
     can_pack(ty, PACK_ROWS) && packed_kernel(crate::active_level(), ty).is_some()
 }
 
-/// The scalar twin of each packed type.
-fn scalar_kernel(ty: GgmlType) -> PackedMatmulFn {
-    match ty {
-        GgmlType::Q4_K => crate::scalar::packed::matmul_q4_kx8,
-        GgmlType::Q6_K => crate::scalar::packed::matmul_q6_kx8,
-        GgmlType::Q8_0 => crate::scalar::packed::matmul_q8_0x8,
-        GgmlType::Q5_K => crate::scalar::packed::matmul_q5_kx8,
-        _ => crate::scalar::packed::matmul_q4_0x8,
+/// The scalar twin whose bits `level`'s kernel for packed `ty` matches (the SSSE3 kernels
+/// accumulate without FMA; see `scalar::packed`). Levels without a kernel of their own for `ty`
+/// run this twin.
+fn scalar_kernel(level: KernelLevel, ty: GgmlType) -> PackedMatmulFn {
+    use crate::scalar::packed;
+    match (level, ty) {
+        (KernelLevel::Ssse3, GgmlType::Q4_0) => packed::matmul_q4_0x8_unfused,
+        (KernelLevel::Ssse3, GgmlType::Q8_0) => packed::matmul_q8_0x8_unfused,
+        (_, GgmlType::Q4_K) => packed::matmul_q4_kx8,
+        (_, GgmlType::Q6_K) => packed::matmul_q6_kx8,
+        (_, GgmlType::Q8_0) => packed::matmul_q8_0x8,
+        (_, GgmlType::Q5_K) => packed::matmul_q5_kx8,
+        _ => packed::matmul_q4_0x8,
     }
 }
 
@@ -75,6 +80,10 @@ fn packed_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
         return None;
     }
     match (level, ty) {
+        #[cfg(target_arch = "x86_64")]
+        (KernelLevel::Ssse3, GgmlType::Q4_0) => Some(crate::x86::packed_ssse3::matmul_q4_0x8),
+        #[cfg(target_arch = "x86_64")]
+        (KernelLevel::Ssse3, GgmlType::Q8_0) => Some(crate::x86::packed_ssse3::matmul_q8_0x8),
         #[cfg(target_arch = "x86_64")]
         (KernelLevel::Avx512 | KernelLevel::Avx512Vnni, _) if avx512_kernels_verified(level) => {
             avx512_kernel(level, ty)
@@ -171,8 +180,35 @@ pub fn matmul_packed_at(
     if out.is_empty() {
         return;
     }
-    let f = packed_kernel(level, ty).unwrap_or(scalar_kernel(ty));
+    let f = packed_kernel(level, ty).unwrap_or(scalar_kernel(level, ty));
     call_kernel(f, ty, n_cols, w, acts, n_tokens, out);
+}
+
+/// The scalar twin of `level`'s packed kernel for `ty`, the specification that kernel matches
+/// bit for bit: what the property tests compare every level with.
+pub fn matmul_packed_twin(
+    level: KernelLevel,
+    ty: GgmlType,
+    n_cols: usize,
+    w: &[u8],
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    let (_, n_rows) = check_pack_shape(ty, n_cols, w.len());
+    assert_eq!(
+        out.len(),
+        n_rows * n_tokens,
+        "matmul_packed_twin: output length"
+    );
+    assert_eq!(
+        acts.len(),
+        crate::row_bytes_of(ty.vec_dot_type(), n_cols) * n_tokens,
+        "matmul_packed_twin: activations length"
+    );
+    if !out.is_empty() {
+        call_kernel(scalar_kernel(level, ty), ty, n_cols, w, acts, n_tokens, out);
+    }
 }
 
 /// Runs packed kernel `f` (for `ty`, on a CPU that has its features) on checked arguments,
@@ -323,7 +359,7 @@ fn avx512_kernels_verified(level: KernelLevel) -> bool {
                     let a = &acts[..ab * n];
                     let mut want = vec![0f32; rows * n];
                     let mut got = vec![0f32; rows * n];
-                    call_kernel(scalar_kernel(ty), ty, cols, &packed, a, n, &mut want);
+                    call_kernel(scalar_kernel(level, ty), ty, cols, &packed, a, n, &mut want);
                     call_kernel(f, ty, cols, &packed, a, n, &mut got);
                     if want.iter().zip(&got).any(|(a, b)| a.to_bits() != b.to_bits()) {
                         log::warn!(

@@ -4,12 +4,36 @@
 use crate::blocks::F16Bits;
 use crate::packed::{PackedArgs, PACK_ROWS};
 
+/// The step that adds a block's `scale · dot` to a row's accumulator: one rounding (`fma`,
+/// the arithmetic of every level with FMA) or two (`acc + scale · dot`, the SSSE3 level's: CPUs
+/// without AVX2 have no FMA, and emulating it exactly would cost more than the dot itself).
+#[inline(always)]
+fn accumulate<const FUSED: bool>(scale: f32, dot: f32, acc: f32) -> f32 {
+    if FUSED {
+        scale.mul_add(dot, acc)
+    } else {
+        acc + scale * dot
+    }
+}
+
 /// Packed Q4_0 (`Q4_0x8`) times Q8_0 activations.
 ///
 /// # Safety
 /// Safe to call with arguments checked by `crate::packed::matmul_packed_at`; `unsafe` only to
 /// share the kernel table's function type.
 pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
+    q4_0x8::<true>(args, out)
+}
+
+/// [`matmul_q4_0x8`] with the unfused accumulate step (the SSSE3 level's twin).
+///
+/// # Safety
+/// As for [`matmul_q4_0x8`].
+pub(crate) unsafe fn matmul_q4_0x8_unfused(args: &PackedArgs<'_>, out: &mut [f32]) {
+    q4_0x8::<false>(args, out)
+}
+
+fn q4_0x8<const FUSED: bool>(args: &PackedArgs<'_>, out: &mut [f32]) {
     let nb = args.n_cols / 32;
     let group_bytes = nb * 144;
     let n_groups = args.w.len() / group_bytes;
@@ -34,7 +58,7 @@ pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
                         }
                     }
                     let d_w = F16Bits([blk[2 * r], blk[2 * r + 1]]).to_f32();
-                    *acc_r = (d_w * d_a).mul_add((dot - zero_point) as f32, *acc_r);
+                    *acc_r = accumulate::<FUSED>(d_w * d_a, (dot - zero_point) as f32, *acc_r);
                 }
             }
             out[t * n_rows + g * PACK_ROWS..t * n_rows + (g + 1) * PACK_ROWS].copy_from_slice(&acc);
@@ -139,6 +163,18 @@ pub(crate) unsafe fn matmul_q6_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
 /// # Safety
 /// As for [`matmul_q4_0x8`].
 pub(crate) unsafe fn matmul_q8_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
+    q8_0x8::<true>(args, out)
+}
+
+/// [`matmul_q8_0x8`] with the unfused accumulate step (the SSSE3 level's twin).
+///
+/// # Safety
+/// As for [`matmul_q4_0x8`].
+pub(crate) unsafe fn matmul_q8_0x8_unfused(args: &PackedArgs<'_>, out: &mut [f32]) {
+    q8_0x8::<false>(args, out)
+}
+
+fn q8_0x8<const FUSED: bool>(args: &PackedArgs<'_>, out: &mut [f32]) {
     let nb = args.n_cols / 32;
     let group_bytes = nb * 272;
     let n_groups = args.w.len() / group_bytes;
@@ -161,7 +197,7 @@ pub(crate) unsafe fn matmul_q8_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
                         }
                     }
                     let d_w = F16Bits([col[2 * r], col[2 * r + 1]]).to_f32();
-                    *acc_r = (d_w * d_a).mul_add(dot as f32, *acc_r);
+                    *acc_r = accumulate::<FUSED>(d_w * d_a, dot as f32, *acc_r);
                 }
             }
             out[t * n_rows + g * PACK_ROWS..t * n_rows + (g + 1) * PACK_ROWS].copy_from_slice(&acc);

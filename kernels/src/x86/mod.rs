@@ -180,6 +180,7 @@ pub(crate) mod packed_q5k_avx2;
 pub(crate) mod packed_q6k_avx2;
 pub(crate) mod packed_q8_avx2;
 pub(crate) mod packed_q8_avx512;
+pub(crate) mod packed_ssse3;
 
 use crate::dispatch::KernelTable;
 use crate::level::KernelLevel;
