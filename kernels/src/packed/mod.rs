@@ -66,6 +66,9 @@ fn scalar_kernel(level: KernelLevel, ty: GgmlType) -> PackedMatmulFn {
     match (level, ty) {
         (KernelLevel::Ssse3, GgmlType::Q4_0) => packed::matmul_q4_0x8_unfused,
         (KernelLevel::Ssse3, GgmlType::Q8_0) => packed::matmul_q8_0x8_unfused,
+        (KernelLevel::Ssse3, GgmlType::Q4_K) => packed::matmul_q4_kx8_unfused,
+        (KernelLevel::Ssse3, GgmlType::Q5_K) => packed::matmul_q5_kx8_unfused,
+        (KernelLevel::Ssse3, GgmlType::Q6_K) => packed::matmul_q6_kx8_unfused,
         (_, GgmlType::Q4_K) => packed::matmul_q4_kx8,
         (_, GgmlType::Q6_K) => packed::matmul_q6_kx8,
         (_, GgmlType::Q8_0) => packed::matmul_q8_0x8,

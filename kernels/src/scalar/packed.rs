@@ -71,6 +71,18 @@ fn q4_0x8<const FUSED: bool>(args: &PackedArgs<'_>, out: &mut [f32]) {
 /// # Safety
 /// As for [`matmul_q4_0x8`].
 pub(crate) unsafe fn matmul_q4_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
+    q4_kx8::<true>(args, out)
+}
+
+/// [`matmul_q4_kx8`] with the unfused accumulate step (the SSSE3 level's twin).
+///
+/// # Safety
+/// As for [`matmul_q4_0x8`].
+pub(crate) unsafe fn matmul_q4_kx8_unfused(args: &PackedArgs<'_>, out: &mut [f32]) {
+    q4_kx8::<false>(args, out)
+}
+
+fn q4_kx8<const FUSED: bool>(args: &PackedArgs<'_>, out: &mut [f32]) {
     let nb = args.n_cols / 256;
     let group_bytes = nb * 1152;
     let n_groups = args.w.len() / group_bytes;
@@ -104,8 +116,8 @@ pub(crate) unsafe fn matmul_q4_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
                     }
                     let d = F16Bits([col[2 * r], col[2 * r + 1]]).to_f32();
                     let dmin = F16Bits([col[16 + 2 * r], col[17 + 2 * r]]).to_f32();
-                    *acc_r = (d * d_a).mul_add(isum as f32, *acc_r);
-                    *acc_r = (-(dmin * d_a)).mul_add(msum as f32, *acc_r);
+                    *acc_r = accumulate::<FUSED>(d * d_a, isum as f32, *acc_r);
+                    *acc_r = accumulate::<FUSED>(-(dmin * d_a), msum as f32, *acc_r);
                 }
             }
             out[t * n_rows + g * PACK_ROWS..t * n_rows + (g + 1) * PACK_ROWS].copy_from_slice(&acc);
@@ -118,6 +130,18 @@ pub(crate) unsafe fn matmul_q4_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
 /// # Safety
 /// As for [`matmul_q4_0x8`].
 pub(crate) unsafe fn matmul_q6_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
+    q6_kx8::<true>(args, out)
+}
+
+/// [`matmul_q6_kx8`] with the unfused accumulate step (the SSSE3 level's twin).
+///
+/// # Safety
+/// As for [`matmul_q4_0x8`].
+pub(crate) unsafe fn matmul_q6_kx8_unfused(args: &PackedArgs<'_>, out: &mut [f32]) {
+    q6_kx8::<false>(args, out)
+}
+
+fn q6_kx8<const FUSED: bool>(args: &PackedArgs<'_>, out: &mut [f32]) {
     let nb = args.n_cols / 256;
     let group_bytes = nb * 1680;
     let n_groups = args.w.len() / group_bytes;
@@ -150,7 +174,7 @@ pub(crate) unsafe fn matmul_q6_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
                         isum += scale * (dot - 32 * bsum(s));
                     }
                     let d = F16Bits([col[2 * r], col[2 * r + 1]]).to_f32();
-                    *acc_r = (d * d_a).mul_add(isum as f32, *acc_r);
+                    *acc_r = accumulate::<FUSED>(d * d_a, isum as f32, *acc_r);
                 }
             }
             out[t * n_rows + g * PACK_ROWS..t * n_rows + (g + 1) * PACK_ROWS].copy_from_slice(&acc);
@@ -210,6 +234,18 @@ fn q8_0x8<const FUSED: bool>(args: &PackedArgs<'_>, out: &mut [f32]) {
 /// # Safety
 /// As for [`matmul_q4_0x8`].
 pub(crate) unsafe fn matmul_q5_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
+    q5_kx8::<true>(args, out)
+}
+
+/// [`matmul_q5_kx8`] with the unfused accumulate step (the SSSE3 level's twin).
+///
+/// # Safety
+/// As for [`matmul_q4_0x8`].
+pub(crate) unsafe fn matmul_q5_kx8_unfused(args: &PackedArgs<'_>, out: &mut [f32]) {
+    q5_kx8::<false>(args, out)
+}
+
+fn q5_kx8<const FUSED: bool>(args: &PackedArgs<'_>, out: &mut [f32]) {
     let nb = args.n_cols / 256;
     let group_bytes = nb * 1408;
     let n_groups = args.w.len() / group_bytes;
@@ -244,8 +280,8 @@ pub(crate) unsafe fn matmul_q5_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
                     }
                     let d = F16Bits([col[2 * r], col[2 * r + 1]]).to_f32();
                     let dmin = F16Bits([col[16 + 2 * r], col[17 + 2 * r]]).to_f32();
-                    *acc_r = (d * d_a).mul_add(isum as f32, *acc_r);
-                    *acc_r = (-(dmin * d_a)).mul_add(msum as f32, *acc_r);
+                    *acc_r = accumulate::<FUSED>(d * d_a, isum as f32, *acc_r);
+                    *acc_r = accumulate::<FUSED>(-(dmin * d_a), msum as f32, *acc_r);
                 }
             }
             out[t * n_rows + g * PACK_ROWS..t * n_rows + (g + 1) * PACK_ROWS].copy_from_slice(&acc);

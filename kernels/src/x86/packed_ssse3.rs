@@ -16,18 +16,18 @@ use std::arch::x86_64::*;
 use crate::packed::{PackedArgs, PACK_ROWS};
 
 /// Tokens sharing one unpacked half column.
-const TILE: usize = 4;
+pub(super) const TILE: usize = 4;
 /// Rows in one 128-bit accumulator.
-const HALF: usize = PACK_ROWS / 2;
+pub(super) const HALF: usize = PACK_ROWS / 2;
 
 /// A kernel for one half group (`h`) and a tile of `T` tokens starting at `t0`.
-type HalfTileFn = unsafe fn(&PackedArgs<'_>, *const u8, usize, usize) -> [__m128; TILE];
+pub(super) type HalfTileFn = unsafe fn(&PackedArgs<'_>, *const u8, usize, usize) -> [__m128; TILE];
 
 /// The 4 f16 in the low 64 bits of `h` as f32, exactly as `half` widens them (subnormals
 /// become normal f32, NaN gets its quiet bit).
 #[inline]
 #[target_feature(enable = "sse2,ssse3")]
-unsafe fn widen_f16(h: __m128i) -> __m128 {
+pub(super) unsafe fn widen_f16(h: __m128i) -> __m128 {
     let h = _mm_unpacklo_epi16(h, _mm_setzero_si128());
     let sign = _mm_slli_epi32::<16>(_mm_and_si128(h, _mm_set1_epi32(0x8000)));
     let mag = _mm_and_si128(h, _mm_set1_epi32(0x7fff));
@@ -54,7 +54,7 @@ unsafe fn widen_f16(h: __m128i) -> __m128 {
 
 /// Activation quad `c` (bytes `4c..4c + 4` of `a`) in all four lanes.
 #[inline(always)]
-unsafe fn quad(a: __m128i, c: usize) -> __m128i {
+pub(super) unsafe fn quad(a: __m128i, c: usize) -> __m128i {
     match c {
         0 => _mm_shuffle_epi32::<0x00>(a),
         1 => _mm_shuffle_epi32::<0x55>(a),
@@ -65,7 +65,7 @@ unsafe fn quad(a: __m128i, c: usize) -> __m128i {
 
 /// Adds `scale · dot` to `acc` with two roundings, as the unfused twins do.
 #[inline(always)]
-unsafe fn accumulate(acc: __m128, dw: __m128, d_act: f32, dot: __m128i) -> __m128 {
+pub(super) unsafe fn accumulate(acc: __m128, dw: __m128, d_act: f32, dot: __m128i) -> __m128 {
     let scale = _mm_mul_ps(dw, _mm_set1_ps(d_act));
     _mm_add_ps(acc, _mm_mul_ps(scale, _mm_cvtepi32_ps(dot)))
 }
@@ -177,7 +177,7 @@ unsafe fn q8_0_tile<const T: usize>(
 /// Every half group times every token, `TILE` tokens at a time; `tiles[t - 1]` handles a tile
 /// of `t` tokens, groups are `group_bytes` apart.
 #[target_feature(enable = "sse2,ssse3")]
-unsafe fn drive(
+pub(super) unsafe fn drive(
     args: &PackedArgs<'_>,
     out: &mut [f32],
     group_bytes: usize,
