@@ -245,3 +245,87 @@ fn packed_q5_k_is_exact_at_extreme_quants() {
         assert_eq!(one, want[..rows], "{level}, one token");
     }
 }
+
+/// Q8_K activation rows built by hand (`quant(t, i)` for element `i` of token `t`), so that
+/// they reach -128, which the quantizer never writes; `d` = 1/64, `bsums` the true sums.
+fn q8_k_rows(cols: usize, n_tok: usize, quant: impl Fn(usize, usize) -> i8) -> Vec<u8> {
+    let mut acts = Vec::with_capacity(n_tok * cols / 256 * 292);
+    for t in 0..n_tok {
+        for b in 0..cols / 256 {
+            let q: Vec<i8> = (0..256).map(|i| quant(t, 256 * b + i)).collect();
+            acts.extend_from_slice(&(1.0f32 / 64.0).to_le_bytes());
+            acts.extend(q.iter().map(|&v| v as u8));
+            for sum in q.chunks_exact(16) {
+                let s: i16 = sum.iter().map(|&v| v as i16).sum();
+                acts.extend_from_slice(&s.to_le_bytes());
+            }
+        }
+    }
+    acts
+}
+
+/// Packed `ty` weights (row-major `w`) against activations of -128, of 127 and of both, at
+/// every level: each must give its scalar twin's bits (one token at a time too).
+fn check_extremes(ty: GgmlType, cols: usize, w: &[u8]) {
+    let rows = w.len() / ty.row_bytes(cols).unwrap();
+    let mut packed = vec![0u8; w.len()];
+    pack_rows(ty, cols, w, &mut packed);
+    let acts = q8_k_rows(cols, 3, |t, i| match t {
+        0 => -128,
+        1 => 127,
+        _ if i % 3 == 0 => 127,
+        _ => -128,
+    });
+    let ab = acts.len() / 3;
+    for level in KernelLevel::supported() {
+        let mut want = vec![0f32; rows * 3];
+        matmul_packed_twin(level, ty, cols, &packed, &acts, 3, &mut want);
+        assert!(want.iter().all(|v| v.abs() > 1e3), "{ty} {:?}", &want[..4]);
+        let mut got = vec![0f32; rows * 3];
+        matmul_packed_at(level, ty, cols, &packed, &acts, 3, &mut got);
+        assert_eq!(got, want, "{ty} {level}");
+        for t in 0..3 {
+            let mut one = vec![0f32; rows];
+            let a = &acts[t * ab..(t + 1) * ab];
+            matmul_packed_at(level, ty, cols, &packed, a, 1, &mut one);
+            assert_eq!(
+                one,
+                want[t * rows..(t + 1) * rows],
+                "{ty} {level} token {t}"
+            );
+        }
+    }
+}
+
+/// Packed Q4_K at its extremes: every quant 15, every scale and min 63, against activations of
+/// -128 (eight `pmaddubsw` results reach 8 × 2 × 15 × 128 = 30720 in one 16-bit sum).
+#[test]
+fn packed_q4_k_is_exact_at_extreme_quants() {
+    let (rows, cols) = (16, 512);
+    let ty = GgmlType::Q4_K;
+    let mut w = vec![0xFFu8; rows * ty.row_bytes(cols).unwrap()];
+    for blk in w.chunks_exact_mut(144) {
+        blk[..4].copy_from_slice(&[0x00, 0x3c, 0x00, 0x38]); // d = 1.0, dmin = 0.5 (f16)
+    }
+    check_extremes(ty, cols, &w);
+}
+
+/// Packed Q6_K at its extremes: every quant 63 (or 0 in odd rows) and scales of 127 and -128,
+/// against activations of -128 (two `pmaddubsw` results reach 2 × 2 × 63 × 128 = 32256).
+#[test]
+fn packed_q6_k_is_exact_at_extreme_quants() {
+    let (rows, cols) = (16, 512);
+    let ty = GgmlType::Q6_K;
+    let rb = ty.row_bytes(cols).unwrap();
+    let mut w = vec![0u8; rows * rb];
+    for (r, row) in w.chunks_exact_mut(rb).enumerate() {
+        for blk in row.chunks_exact_mut(210) {
+            blk[..192].fill(if r % 2 == 0 { 0xFF } else { 0x00 }); // ql, qh
+            for (i, sc) in blk[192..208].iter_mut().enumerate() {
+                *sc = if (i + r) % 3 == 0 { 0x80 } else { 0x7F };
+            }
+            blk[208..].copy_from_slice(&[0x00, 0x3c]); // d = 1.0 (f16)
+        }
+    }
+    check_extremes(ty, cols, &w);
+}

@@ -88,6 +88,12 @@ fn packed_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
         #[cfg(target_arch = "x86_64")]
         (KernelLevel::Ssse3, GgmlType::Q8_0) => Some(crate::x86::packed_ssse3::matmul_q8_0x8),
         #[cfg(target_arch = "x86_64")]
+        (KernelLevel::Ssse3, GgmlType::Q4_K) => Some(crate::x86::packed_k_ssse3::matmul_q4_kx8),
+        #[cfg(target_arch = "x86_64")]
+        (KernelLevel::Ssse3, GgmlType::Q5_K) => Some(crate::x86::packed_k_ssse3::matmul_q5_kx8),
+        #[cfg(target_arch = "x86_64")]
+        (KernelLevel::Ssse3, GgmlType::Q6_K) => Some(crate::x86::packed_k_ssse3::matmul_q6_kx8),
+        #[cfg(target_arch = "x86_64")]
         (KernelLevel::Avx512 | KernelLevel::Avx512Vnni, _) if avx512_kernels_verified(level) => {
             avx512_kernel(level, ty)
         }

@@ -176,6 +176,7 @@ pub(crate) mod attention_avx2;
 mod avx2;
 pub(crate) mod packed_avx2;
 pub(crate) mod packed_avx512;
+pub(crate) mod packed_k_ssse3;
 pub(crate) mod packed_q5k_avx2;
 pub(crate) mod packed_q6k_avx2;
 pub(crate) mod packed_q8_avx2;
