@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 pub enum KernelLevel {
     Scalar,
     /// x86-64 SSSE3 (128-bit `pmaddubsw`), for CPUs without AVX2: Atom and Celeron J/N-series,
-    /// Core 2, Xeons before Haswell. Packed Q4_0 and Q8_0 kernels only; no FMA, so their
-    /// accumulate step rounds twice (see `scalar::packed`).
+    /// Core 2, Xeons before Haswell. Packed Q4_0, Q8_0, Q4_K, Q5_K and Q6_K kernels; no FMA, so
+    /// their accumulate step rounds twice (see `scalar::packed`).
     Ssse3,
     /// AVX2 + FMA + F16C.
     Avx2,
@@ -169,7 +169,7 @@ pub fn active_level() -> KernelLevel {
                 "kernels: this CPU has no SIMD level moe-edge has kernels for (SSSE3 or AVX2 on x86-64, NEON on ARM); the portable scalar kernels run, about 10x slower"
             ),
             LevelChoice::Detected(KernelLevel::Ssse3) => log::warn!(
-                "kernels: this CPU has no AVX2+FMA+F16C; using the 128-bit SSSE3 kernels for Q4_0 and Q8_0 weights, scalar kernels for every other type"
+                "kernels: this CPU has no AVX2+FMA+F16C; using the 128-bit SSSE3 kernels (packed Q4_0, Q8_0, Q4_K, Q5_K and Q6_K weights; other types run the scalar kernels), several times slower than AVX2"
             ),
             LevelChoice::Detected(l) => log::info!("kernels: using {l} (detected)"),
             LevelChoice::Forced(l) => log::info!("kernels: using {l} (MOE_EDGE_KERNELS)"),
