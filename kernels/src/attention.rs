@@ -1,8 +1,9 @@
 //! Attention over a KV cache of f32 or f16 rows: the scores `q · k` and the weighted sum of
 //! values, accumulated in f32. One body per operation and instruction set, generic over the
 //! cache's element type, so the f16 versions equal the f32 ones on widened values bit for bit
-//! (the conversions, F16C and FCVTL, are exact). The SIMD versions differ from the scalar twins
-//! only in the order of the f32 sums.
+//! (the conversions, F16C, FCVTL and the SSSE3 level's integer widening, are exact). The SIMD
+//! versions differ from the scalar twins only in the order of the f32 sums (and, with FMA, in
+//! rounding once per step); the SSSE3 weighted sum equals its twin bit for bit.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -25,6 +26,13 @@ pub(crate) mod sealed {
         /// Eight values readable at `p`; AVX and F16C present.
         #[cfg(target_arch = "x86_64")]
         unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+        /// Four values at `p` as f32 lanes, with SSE2 only (f16 widened exactly without F16C).
+        /// Inlined into the SSSE3 kernels.
+        ///
+        /// # Safety
+        /// Four values readable at `p`; SSE2 and SSSE3 present.
+        #[cfg(target_arch = "x86_64")]
+        unsafe fn load4_sse(p: *const Self) -> std::arch::x86_64::__m128;
         /// Four values at `p` as f32 lanes.
         ///
         /// # Safety
@@ -44,6 +52,12 @@ impl sealed::Element for f32 {
         // SAFETY: the caller guarantees eight readable values and AVX.
         unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load4_sse(p: *const f32) -> std::arch::x86_64::__m128 {
+        // SAFETY: the caller guarantees four readable values; SSE is baseline on x86-64.
+        unsafe { std::arch::x86_64::_mm_loadu_ps(p) }
+    }
     #[cfg(target_arch = "aarch64")]
     #[inline(always)]
     unsafe fn load4(p: *const f32) -> std::arch::aarch64::float32x4_t {
@@ -62,6 +76,12 @@ impl sealed::Element for f16 {
         use std::arch::x86_64::*;
         // SAFETY: the caller guarantees eight readable values (16 bytes) and F16C.
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load4_sse(p: *const f16) -> std::arch::x86_64::__m128 {
+        // SAFETY: the caller guarantees four readable values (8 bytes), SSE2 and SSSE3.
+        unsafe { crate::x86::attention_ssse3::load4_f16(p) }
     }
     #[cfg(target_arch = "aarch64")]
     #[inline(always)]
@@ -106,6 +126,12 @@ pub fn dot_rows_at<T: CacheValue>(
             // SAFETY: the level is supported, so AVX2, FMA and F16C are present; every row is
             // inside `keys` (checked).
             unsafe { crate::x86::attention_avx2::dot_rows(q, keys, stride, scale, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        KernelLevel::Ssse3 => {
+            // SAFETY: the level is supported, so SSE2 and SSSE3 are present; every row is
+            // inside `keys` (checked).
+            unsafe { crate::x86::attention_ssse3::dot_rows(q, keys, stride, scale, out) }
         }
         #[cfg(target_arch = "aarch64")]
         KernelLevel::Neon | KernelLevel::NeonDotprod => {
@@ -152,6 +178,12 @@ pub fn weighted_rows_at<T: CacheValue>(
             // SAFETY: AVX2, FMA and F16C present (level supported); every row is inside
             // `values` (checked).
             unsafe { crate::x86::attention_avx2::weighted_rows(w, values, stride, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        KernelLevel::Ssse3 => {
+            // SAFETY: the level is supported, so SSE2 and SSSE3 are present; every row is
+            // inside `values` (checked).
+            unsafe { crate::x86::attention_ssse3::weighted_rows(w, values, stride, out) }
         }
         #[cfg(target_arch = "aarch64")]
         KernelLevel::Neon | KernelLevel::NeonDotprod => {

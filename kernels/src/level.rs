@@ -11,8 +11,9 @@ use std::sync::OnceLock;
 pub enum KernelLevel {
     Scalar,
     /// x86-64 SSSE3 (128-bit `pmaddubsw`), for CPUs without AVX2: Atom and Celeron J/N-series,
-    /// Core 2, Xeons before Haswell. Packed Q4_0, Q8_0, Q4_K, Q5_K and Q6_K kernels; no FMA, so
-    /// their accumulate step rounds twice (see `scalar::packed`).
+    /// Core 2, Xeons before Haswell. Packed Q4_0, Q8_0, Q4_K, Q5_K and Q6_K kernels, attention
+    /// rows, axpy and the read probe; no FMA, so their accumulate step rounds twice (see
+    /// `scalar::packed`).
     Ssse3,
     /// AVX2 + FMA + F16C.
     Avx2,

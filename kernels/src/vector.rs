@@ -26,8 +26,9 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     axpy_at(crate::active_level(), alpha, x, y)
 }
 
-/// [`axpy`] at an explicit level (which this CPU must support). The SIMD versions use fused
-/// multiply-adds, so they may differ from the scalar twin in the last bit.
+/// [`axpy`] at an explicit level (which this CPU must support). The AVX2 and higher versions use
+/// fused multiply-adds, so they may differ from the scalar twin in the last bit; the SSSE3 one
+/// (SSE2 multiply, then add) equals it bit for bit.
 pub fn axpy_at(level: KernelLevel, alpha: f32, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "axpy: lengths differ");
     assert!(
@@ -39,6 +40,11 @@ pub fn axpy_at(level: KernelLevel, alpha: f32, x: &[f32], y: &mut [f32]) {
         KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni => {
             // SAFETY: the level is supported, so AVX2 and FMA are present.
             unsafe { axpy_avx2(alpha, x, y) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        KernelLevel::Ssse3 => {
+            // SAFETY: the level is supported, so SSE2 is present.
+            unsafe { axpy_sse2(alpha, x, y) }
         }
         _ => axpy_scalar(alpha, x, y),
     }
@@ -72,15 +78,53 @@ unsafe fn axpy_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+unsafe fn axpy_sse2(alpha: f32, x: &[f32], y: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n4 = x.len() / 4 * 4;
+    let va = _mm_set1_ps(alpha);
+    for i in (0..n4).step_by(4) {
+        // SAFETY: i + 4 <= n4 <= len of both slices (equal lengths asserted by the caller).
+        unsafe {
+            let px = x.as_ptr().add(i);
+            let py = y.as_mut_ptr().add(i);
+            _mm_storeu_ps(
+                py,
+                _mm_add_ps(_mm_loadu_ps(py), _mm_mul_ps(va, _mm_loadu_ps(px))),
+            );
+        }
+    }
+    for i in n4..x.len() {
+        y[i] += alpha * x[i];
+    }
+}
+
 /// Reads every byte of `buf` once, as fast as the level's widest loads allow, and returns a
 /// checksum (so the reads cannot be optimised away): the probe behind memory-bandwidth
-/// rooflines. Unaligned head and tail bytes are summed one by one.
+/// rooflines. Unaligned head and tail bytes are summed one by one. The checksum depends on the
+/// level's layout: the x86 SIMD levels (SSSE3 and up) agree with each other, not with the
+/// scalar loop.
 pub fn stream_read(buf: &[u8]) -> u64 {
-    match crate::active_level() {
+    stream_read_at(crate::active_level(), buf)
+}
+
+/// [`stream_read`] at an explicit level (which this CPU must support).
+pub fn stream_read_at(level: KernelLevel, buf: &[u8]) -> u64 {
+    assert!(
+        level.is_supported(),
+        "kernel level {level} is not supported"
+    );
+    match level {
         #[cfg(target_arch = "x86_64")]
         KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni => {
-            // SAFETY: the active level is supported, so AVX2 is present.
+            // SAFETY: the level is supported, so AVX2 is present.
             unsafe { stream_read_avx2(buf) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        KernelLevel::Ssse3 => {
+            // SAFETY: the level is supported, so SSE2 is present.
+            unsafe { stream_read_sse2(buf) }
         }
         _ => {
             let mut acc = [0u64; 8];
@@ -124,6 +168,39 @@ unsafe fn stream_read_avx2(buf: &[u8]) -> u64 {
     let mut lanes = [0u64; 4];
     // SAFETY: `lanes` is 32 writable bytes.
     unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, x) };
+    let tail: u64 = buf[n..].iter().map(|&b| b as u64).sum();
+    lanes.iter().fold(tail, |s, &a| s.wrapping_add(a))
+}
+
+/// The 128-bit twin of `stream_read_avx2`: the same four quarters and 512-byte steps, eight
+/// 16-byte accumulators per step. Even accumulators hold the low halves of the AVX2 version's
+/// 32-byte lanes and odd ones the high halves, so the checksum is the same.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+unsafe fn stream_read_sse2(buf: &[u8]) -> u64 {
+    use std::arch::x86_64::*;
+    let quarter = buf.len() / 512 * 128;
+    let n = 4 * quarter;
+    let mut acc = [_mm_setzero_si128(); 8];
+    for i in (0..quarter).step_by(128) {
+        for q in 0..4 {
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: q * quarter + i + 128 <= n <= buf.len().
+                let v = unsafe {
+                    _mm_loadu_si128(buf.as_ptr().add(q * quarter + i + 16 * k) as *const __m128i)
+                };
+                *a = _mm_xor_si128(*a, v);
+            }
+        }
+    }
+    let xor4 = |a: &[__m128i]| _mm_xor_si128(_mm_xor_si128(a[0], a[2]), _mm_xor_si128(a[4], a[6]));
+    let (low, high) = (xor4(&acc), xor4(&acc[1..]));
+    let mut lanes = [0u64; 4];
+    // SAFETY: `lanes` is 32 writable bytes.
+    unsafe {
+        _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, low);
+        _mm_storeu_si128(lanes.as_mut_ptr().add(2) as *mut __m128i, high);
+    }
     let tail: u64 = buf[n..].iter().map(|&b| b as u64).sum();
     lanes.iter().fold(tail, |s, &a| s.wrapping_add(a))
 }

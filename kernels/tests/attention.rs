@@ -8,13 +8,19 @@ use common::*;
 use half::f16;
 use moe_edge_kernels::*;
 
-const SHAPES: [(usize, usize, usize); 6] = [
+/// `(n, stride, rows)`: odd lengths and row counts, so every kernel meets its tails (the SSSE3
+/// weighted sum its 32-column strips plus 1 to 7 quads plus single columns, and both dot
+/// kernels their 4-row blocks plus remainder rows).
+const SHAPES: [(usize, usize, usize); 9] = [
     (1, 1, 1),
     (7, 9, 5),
     (64, 64, 4),
     (128, 128, 13),
     (128, 256, 7),
     (72, 80, 3),
+    (61, 67, 6),
+    (45, 45, 9),
+    (20, 21, 2),
 ];
 
 fn halves(x: &[f32]) -> Vec<f16> {
@@ -84,6 +90,31 @@ fn f16_attention_equals_f32_attention_on_widened_values() {
                 "{level} weighted_rows {n}/{stride}/{rows}"
             );
         }
+    }
+}
+
+/// The SSSE3 weighted sum adds each column's rows in the scalar twin's order with a separate
+/// multiply and add (no FMA): it must give the twin's bits, for f32 and f16 rows.
+#[test]
+fn ssse3_weighted_rows_equal_the_scalar_twin() {
+    if !KernelLevel::Ssse3.is_supported() {
+        println!("skipped: no SSSE3");
+        return;
+    }
+    let mut rng = Rng::new(53);
+    for (n, stride, rows) in SHAPES {
+        let w = rng.normals(rows);
+        let wide = rng.normals((rows - 1) * stride + n);
+        let narrow = halves(&wide);
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+        let mut want = vec![0f32; n];
+        let mut got = vec![3f32; n];
+        weighted_rows_at(KernelLevel::Scalar, &w, &wide, stride, &mut want);
+        weighted_rows_at(KernelLevel::Ssse3, &w, &wide, stride, &mut got);
+        assert_eq!(bits(&got), bits(&want), "f32 {n}/{stride}/{rows}");
+        weighted_rows_at(KernelLevel::Scalar, &w, &narrow, stride, &mut want);
+        weighted_rows_at(KernelLevel::Ssse3, &w, &narrow, stride, &mut got);
+        assert_eq!(bits(&got), bits(&want), "f16 {n}/{stride}/{rows}");
     }
 }
 
