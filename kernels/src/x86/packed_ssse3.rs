@@ -174,6 +174,92 @@ unsafe fn q8_0_tile<const T: usize>(
     acc
 }
 
+/// Decode's product for Q4_0: one token, both halves of each group per block column, so the
+/// activation quads are broadcast once per column rather than once per half.
+#[target_feature(enable = "sse2,ssse3")]
+unsafe fn q4_0_one_token(args: &PackedArgs<'_>, out: &mut [f32]) {
+    let nb = args.n_cols / 32;
+    let group_bytes = nb * 144;
+    let ones = _mm_set1_epi16(1);
+    let mask = _mm_set1_epi8(0x0f);
+    for (g, dst) in out.chunks_exact_mut(PACK_ROWS).enumerate() {
+        let mut acc = [_mm_setzero_ps(); 2];
+        for b in 0..nb {
+            // SAFETY: column b of group g is 144 bytes inside `w` (whole groups); the token's
+            // activation row has nb blocks of 34 bytes and the summaries nb entries (checked by
+            // `matmul_packed_at`).
+            unsafe {
+                let p = args.w.as_ptr().add(g * group_bytes + b * 144);
+                let y = args.acts.as_ptr().add(b * 34 + 2);
+                let lo = _mm_loadu_si128(y as *const __m128i);
+                let hi = _mm_loadu_si128(y.add(16) as *const __m128i);
+                let a: [__m128i; 8] =
+                    std::array::from_fn(|i| quad(if i % 2 == 0 { lo } else { hi }, i / 2));
+                let zero_point = _mm_set1_epi32(*args.act_s.get_unchecked(b));
+                let d_act = *args.act_d.get_unchecked(b);
+                for (h, acc_h) in acc.iter_mut().enumerate() {
+                    let dw = widen_f16(_mm_loadl_epi64(p.add(8 * h) as *const __m128i));
+                    let mut s = _mm_setzero_si128();
+                    for c in 0..4 {
+                        let x = _mm_loadu_si128(p.add(16 + 32 * c + 16 * h) as *const __m128i);
+                        let low = _mm_and_si128(x, mask);
+                        let high = _mm_and_si128(_mm_srli_epi16::<4>(x), mask);
+                        s = _mm_add_epi16(s, _mm_maddubs_epi16(low, a[2 * c]));
+                        s = _mm_add_epi16(s, _mm_maddubs_epi16(high, a[2 * c + 1]));
+                    }
+                    let dot = _mm_sub_epi32(_mm_madd_epi16(s, ones), zero_point);
+                    *acc_h = accumulate(*acc_h, dw, d_act, dot);
+                }
+            }
+        }
+        // SAFETY: dst has exactly 8 f32.
+        unsafe {
+            _mm_storeu_ps(dst.as_mut_ptr(), acc[0]);
+            _mm_storeu_ps(dst.as_mut_ptr().add(HALF), acc[1]);
+        }
+    }
+}
+
+/// Decode's product for Q8_0, both halves per block column as in [`q4_0_one_token`].
+#[target_feature(enable = "sse2,ssse3")]
+unsafe fn q8_0_one_token(args: &PackedArgs<'_>, out: &mut [f32]) {
+    let nb = args.n_cols / 32;
+    let group_bytes = nb * 272;
+    let ones = _mm_set1_epi16(1);
+    for (g, dst) in out.chunks_exact_mut(PACK_ROWS).enumerate() {
+        let mut acc = [_mm_setzero_ps(); 2];
+        for b in 0..nb {
+            // SAFETY: column b of group g is 272 bytes inside `w` (whole groups); the token's
+            // activation row has nb blocks of 34 bytes and the summaries nb entries (checked by
+            // `matmul_packed_at`).
+            unsafe {
+                let p = args.w.as_ptr().add(g * group_bytes + b * 272);
+                let y = args.acts.as_ptr().add(b * 34 + 2);
+                let lo = _mm_loadu_si128(y as *const __m128i);
+                let hi = _mm_loadu_si128(y.add(16) as *const __m128i);
+                let a: [__m128i; 8] =
+                    std::array::from_fn(|c| quad(if c < 4 { lo } else { hi }, c % 4));
+                let d_act = *args.act_d.get_unchecked(b);
+                for (h, acc_h) in acc.iter_mut().enumerate() {
+                    let dw = widen_f16(_mm_loadl_epi64(p.add(8 * h) as *const __m128i));
+                    let mut dot = _mm_setzero_si128();
+                    for (c, &a_c) in a.iter().enumerate() {
+                        let w = _mm_loadu_si128(p.add(16 + 32 * c + 16 * h) as *const __m128i);
+                        let pairs = _mm_maddubs_epi16(_mm_abs_epi8(w), _mm_sign_epi8(a_c, w));
+                        dot = _mm_add_epi32(dot, _mm_madd_epi16(pairs, ones));
+                    }
+                    *acc_h = accumulate(*acc_h, dw, d_act, dot);
+                }
+            }
+        }
+        // SAFETY: dst has exactly 8 f32.
+        unsafe {
+            _mm_storeu_ps(dst.as_mut_ptr(), acc[0]);
+            _mm_storeu_ps(dst.as_mut_ptr().add(HALF), acc[1]);
+        }
+    }
+}
+
 /// Every half group times every token, `TILE` tokens at a time; `tiles[t - 1]` handles a tile
 /// of `t` tokens, groups are `group_bytes` apart.
 #[target_feature(enable = "sse2,ssse3")]
@@ -213,6 +299,10 @@ pub(super) unsafe fn drive(
 /// The CPU must have SSSE3; arguments as checked by `crate::packed::matmul_packed_at`.
 #[target_feature(enable = "sse2,ssse3")]
 pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
+    if args.n_tokens == 1 {
+        // SAFETY: same features; arguments as checked by the caller.
+        return unsafe { q4_0_one_token(args, out) };
+    }
     let tiles: [HalfTileFn; TILE] = [
         q4_0_tile::<1>,
         q4_0_tile::<2>,
@@ -229,6 +319,10 @@ pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
 /// The CPU must have SSSE3; arguments as checked by `crate::packed::matmul_packed_at`.
 #[target_feature(enable = "sse2,ssse3")]
 pub(crate) unsafe fn matmul_q8_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
+    if args.n_tokens == 1 {
+        // SAFETY: same features; arguments as checked by the caller.
+        return unsafe { q8_0_one_token(args, out) };
+    }
     let tiles: [HalfTileFn; TILE] = [
         q8_0_tile::<1>,
         q8_0_tile::<2>,
