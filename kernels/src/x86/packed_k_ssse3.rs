@@ -14,7 +14,7 @@
 
 use std::arch::x86_64::*;
 
-use super::packed_ssse3::{accumulate, drive, quad, widen_f16, HalfTileFn, TILE};
+use super::packed_ssse3::{accumulate, drive, half_tiles, quad, widen_f16, HalfTileFn, TILE};
 use crate::packed::PackedArgs;
 
 /// Bytes of one super-block column of a packed Q4_K group.
@@ -373,14 +373,15 @@ unsafe fn q6_k_tile<const T: usize>(
 /// The CPU must have SSSE3; arguments as checked by `crate::packed::matmul_packed_at`.
 #[target_feature(enable = "sse2,ssse3")]
 pub(crate) unsafe fn matmul_q4_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
-    let tiles: [HalfTileFn; TILE] = [
-        q4_k_tile::<1>,
-        q4_k_tile::<2>,
-        q4_k_tile::<3>,
-        q4_k_tile::<4>,
-    ];
     // SAFETY: same features; arguments as checked by the caller.
-    unsafe { drive(args, out, args.n_cols / 256 * Q4_K_COLUMN, tiles) }
+    unsafe {
+        drive(
+            args,
+            out,
+            args.n_cols / 256 * Q4_K_COLUMN,
+            half_tiles!(q4_k_tile),
+        )
+    }
 }
 
 /// Packed Q5_K times Q8_K activations, every group and token.
@@ -389,14 +390,15 @@ pub(crate) unsafe fn matmul_q4_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
 /// The CPU must have SSSE3; arguments as checked by `crate::packed::matmul_packed_at`.
 #[target_feature(enable = "sse2,ssse3")]
 pub(crate) unsafe fn matmul_q5_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
-    let tiles: [HalfTileFn; TILE] = [
-        q5_k_tile::<1>,
-        q5_k_tile::<2>,
-        q5_k_tile::<3>,
-        q5_k_tile::<4>,
-    ];
     // SAFETY: same features; arguments as checked by the caller.
-    unsafe { drive(args, out, args.n_cols / 256 * Q5_K_COLUMN, tiles) }
+    unsafe {
+        drive(
+            args,
+            out,
+            args.n_cols / 256 * Q5_K_COLUMN,
+            half_tiles!(q5_k_tile),
+        )
+    }
 }
 
 /// Packed Q6_K times Q8_K activations, every group and token.
@@ -405,12 +407,13 @@ pub(crate) unsafe fn matmul_q5_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
 /// The CPU must have SSSE3; arguments as checked by `crate::packed::matmul_packed_at`.
 #[target_feature(enable = "sse2,ssse3")]
 pub(crate) unsafe fn matmul_q6_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
-    let tiles: [HalfTileFn; TILE] = [
-        q6_k_tile::<1>,
-        q6_k_tile::<2>,
-        q6_k_tile::<3>,
-        q6_k_tile::<4>,
-    ];
     // SAFETY: same features; arguments as checked by the caller.
-    unsafe { drive(args, out, args.n_cols / 256 * Q6_K_COLUMN, tiles) }
+    unsafe {
+        drive(
+            args,
+            out,
+            args.n_cols / 256 * Q6_K_COLUMN,
+            half_tiles!(q6_k_tile),
+        )
+    }
 }

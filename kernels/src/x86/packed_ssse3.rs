@@ -20,6 +20,15 @@ pub(super) const TILE: usize = 4;
 /// Rows in one 128-bit accumulator.
 pub(super) const HALF: usize = PACK_ROWS / 2;
 
+/// The four tile sizes of one half-tile kernel, in the form [`drive`] takes them.
+macro_rules! half_tiles {
+    ($kernel:ident) => {{
+        let tiles: [HalfTileFn; TILE] = [$kernel::<1>, $kernel::<2>, $kernel::<3>, $kernel::<4>];
+        tiles
+    }};
+}
+pub(super) use half_tiles;
+
 /// A kernel for one half group (`h`) and a tile of `T` tokens starting at `t0`.
 pub(super) type HalfTileFn = unsafe fn(&PackedArgs<'_>, *const u8, usize, usize) -> [__m128; TILE];
 
@@ -303,14 +312,8 @@ pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
         // SAFETY: same features; arguments as checked by the caller.
         return unsafe { q4_0_one_token(args, out) };
     }
-    let tiles: [HalfTileFn; TILE] = [
-        q4_0_tile::<1>,
-        q4_0_tile::<2>,
-        q4_0_tile::<3>,
-        q4_0_tile::<4>,
-    ];
     // SAFETY: same features; arguments as checked by the caller.
-    unsafe { drive(args, out, args.n_cols / 32 * 144, tiles) }
+    unsafe { drive(args, out, args.n_cols / 32 * 144, half_tiles!(q4_0_tile)) }
 }
 
 /// Packed Q8_0 times Q8_0 activations, every group and token.
@@ -323,14 +326,8 @@ pub(crate) unsafe fn matmul_q8_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
         // SAFETY: same features; arguments as checked by the caller.
         return unsafe { q8_0_one_token(args, out) };
     }
-    let tiles: [HalfTileFn; TILE] = [
-        q8_0_tile::<1>,
-        q8_0_tile::<2>,
-        q8_0_tile::<3>,
-        q8_0_tile::<4>,
-    ];
     // SAFETY: same features; arguments as checked by the caller.
-    unsafe { drive(args, out, args.n_cols / 32 * 272, tiles) }
+    unsafe { drive(args, out, args.n_cols / 32 * 272, half_tiles!(q8_0_tile)) }
 }
 
 #[cfg(test)]
