@@ -5,7 +5,13 @@ use moe_edge::cli;
 
 /// moe-edge: run sparse Mixture-of-Experts GGUF models on small CPUs, under a RAM budget.
 #[derive(Parser, Debug)]
-#[command(name = "moe-edge", version, about, long_about = None)]
+#[command(
+    name = "moe-edge",
+    version,
+    about,
+    long_about = None,
+    after_help = "Environment:\n  MOE_EDGE_KERNELS=LEVEL  force a lower kernel level: scalar, ssse3, avx2, avx512, avx512vnni,\n                          neon, neondotprod (default: the best this CPU has)\n  RUST_LOG=info|debug     more logging (default: warnings and errors)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
