@@ -14,8 +14,8 @@
 
 use std::arch::x86_64::*;
 
-use super::packed_ssse3::{accumulate, drive, half_tiles, quad, widen_f16, HalfTileFn, TILE};
-use crate::packed::PackedArgs;
+use super::packed_ssse3::{accumulate, drive, half_tiles, quad, widen_f16, HalfTileFn, HALF, TILE};
+use crate::packed::{PackedArgs, PACK_ROWS};
 
 /// Bytes of one super-block column of a packed Q4_K group.
 const Q4_K_COLUMN: usize = 1152;
@@ -205,6 +205,62 @@ unsafe fn q4_k_tile<const T: usize>(
     acc
 }
 
+/// Decode's product for Q4_K: one token, both halves of each group per super-block column, so
+/// each sub-block's activation quads are broadcast once rather than once per half.
+#[target_feature(enable = "sse2,ssse3")]
+unsafe fn q4_k_one_token(args: &PackedArgs<'_>, out: &mut [f32]) {
+    let nb = args.n_cols / 256;
+    let group_bytes = nb * Q4_K_COLUMN;
+    let low4 = _mm_set1_epi8(0x0f);
+    for (g, dst) in out.chunks_exact_mut(PACK_ROWS).enumerate() {
+        let mut acc = [_mm_setzero_ps(); 2];
+        for b in 0..nb {
+            // SAFETY: column b of group g is Q4_K_COLUMN bytes inside `w` (whole groups); the
+            // token has nb Q8_K blocks and 4 summary words per block (checked by
+            // `matmul_packed_at`, built by `summarize_q8_k`).
+            unsafe {
+                let col = args.w.as_ptr().add(g * group_bytes + b * Q4_K_COLUMN);
+                let headers = [k_header(col, 0), k_header(col, 1)];
+                let (a, d_a) = q8_k_block(args, 0, b);
+                let mut isum = [_mm_setzero_si128(); 2];
+                for s in 0..8 {
+                    let y = a.add(4 + 32 * s);
+                    let y = [
+                        _mm_loadu_si128(y as *const __m128i),
+                        _mm_loadu_si128(y.add(16) as *const __m128i),
+                    ];
+                    let quads: [__m128i; 8] = std::array::from_fn(|k| quad(y[k / 4], k % 4));
+                    for (h, sum) in isum.iter_mut().enumerate() {
+                        let chunk = col.add(128 + 256 * (s / 2) + 16 * h);
+                        let mut dot = _mm_setzero_si128();
+                        for (k, q) in quads.iter().enumerate() {
+                            let x = _mm_loadu_si128(chunk.add(32 * k) as *const __m128i);
+                            let w = if s % 2 == 0 {
+                                _mm_and_si128(x, low4)
+                            } else {
+                                _mm_and_si128(_mm_srli_epi16::<4>(x), low4)
+                            };
+                            dot = _mm_add_epi16(dot, _mm_maddubs_epi16(w, *q));
+                        }
+                        *sum = _mm_add_epi32(*sum, _mm_madd_epi16(dot, headers[h].0[s]));
+                    }
+                }
+                for (h, acc_h) in acc.iter_mut().enumerate() {
+                    let d = widen_f16(_mm_loadl_epi64(col.add(8 * h) as *const __m128i));
+                    let dmin = widen_f16(_mm_loadl_epi64(col.add(16 + 8 * h) as *const __m128i));
+                    let pairs = args.act_s.as_ptr().add(b * 4);
+                    *acc_h = add_k_block(*acc_h, (d, dmin, d_a), isum[h], &headers[h].1, pairs);
+                }
+            }
+        }
+        // SAFETY: dst has exactly 8 f32.
+        unsafe {
+            _mm_storeu_ps(dst.as_mut_ptr(), acc[0]);
+            _mm_storeu_ps(dst.as_mut_ptr().add(HALF), acc[1]);
+        }
+    }
+}
+
 /// The top bit `c` (0..8) of each byte of `h`, moved to bit 4 (16-bit shifts; the mask keeps
 /// only bits that came from the same byte).
 #[inline]
@@ -373,6 +429,10 @@ unsafe fn q6_k_tile<const T: usize>(
 /// The CPU must have SSSE3; arguments as checked by `crate::packed::matmul_packed_at`.
 #[target_feature(enable = "sse2,ssse3")]
 pub(crate) unsafe fn matmul_q4_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
+    if args.n_tokens == 1 {
+        // SAFETY: same features; arguments as checked by the caller.
+        return unsafe { q4_k_one_token(args, out) };
+    }
     // SAFETY: same features; arguments as checked by the caller.
     unsafe {
         drive(
