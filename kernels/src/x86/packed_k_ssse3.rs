@@ -344,6 +344,68 @@ unsafe fn q5_k_tile<const T: usize>(
     acc
 }
 
+/// Decode's product for Q5_K, both halves per super-block column as in [`q4_k_one_token`].
+#[target_feature(enable = "sse2,ssse3")]
+unsafe fn q5_k_one_token(args: &PackedArgs<'_>, out: &mut [f32]) {
+    let nb = args.n_cols / 256;
+    let group_bytes = nb * Q5_K_COLUMN;
+    let low4 = _mm_set1_epi8(0x0f);
+    for (g, dst) in out.chunks_exact_mut(PACK_ROWS).enumerate() {
+        let mut acc = [_mm_setzero_ps(); 2];
+        for b in 0..nb {
+            // SAFETY: column b of group g is Q5_K_COLUMN bytes inside `w` (whole groups); the
+            // token has nb Q8_K blocks and 4 summary words per block (checked by
+            // `matmul_packed_at`, built by `summarize_q8_k`).
+            unsafe {
+                let col = args.w.as_ptr().add(g * group_bytes + b * Q5_K_COLUMN);
+                let headers = [k_header(col, 0), k_header(col, 1)];
+                let (a, d_a) = q8_k_block(args, 0, b);
+                let mut isum = [_mm_setzero_si128(); 2];
+                for s in 0..8 {
+                    let y = a.add(4 + 32 * s);
+                    let y = [
+                        _mm_loadu_si128(y as *const __m128i),
+                        _mm_loadu_si128(y.add(16) as *const __m128i),
+                    ];
+                    let quads: [__m128i; 8] = std::array::from_fn(|c| quad(y[c / 4], c % 4));
+                    for (h, sum) in isum.iter_mut().enumerate() {
+                        // Sub-block s: A0..A3 then H, 32 bytes each, this half's 16 of each.
+                        let sub = col.add(128 + 160 * s + 16 * h);
+                        let tops = _mm_loadu_si128(sub.add(128) as *const __m128i);
+                        let scale = headers[h].0[s];
+                        // Quads 0..4 and 4..8 each summed in 16 bits (4 results at most).
+                        for part in 0..2 {
+                            let mut dot = _mm_setzero_si128();
+                            for c in 4 * part..4 * part + 4 {
+                                let x = _mm_loadu_si128(sub.add(32 * (c / 2)) as *const __m128i);
+                                let nibble = if c % 2 == 0 {
+                                    _mm_and_si128(x, low4)
+                                } else {
+                                    _mm_and_si128(_mm_srli_epi16::<4>(x), low4)
+                                };
+                                let q = _mm_or_si128(nibble, top_bit(tops, c));
+                                dot = _mm_add_epi16(dot, _mm_maddubs_epi16(q, quads[c]));
+                            }
+                            *sum = _mm_add_epi32(*sum, _mm_madd_epi16(dot, scale));
+                        }
+                    }
+                }
+                for (h, acc_h) in acc.iter_mut().enumerate() {
+                    let d = widen_f16(_mm_loadl_epi64(col.add(8 * h) as *const __m128i));
+                    let dmin = widen_f16(_mm_loadl_epi64(col.add(16 + 8 * h) as *const __m128i));
+                    let pairs = args.act_s.as_ptr().add(b * 4);
+                    *acc_h = add_k_block(*acc_h, (d, dmin, d_a), isum[h], &headers[h].1, pairs);
+                }
+            }
+        }
+        // SAFETY: dst has exactly 8 f32.
+        unsafe {
+            _mm_storeu_ps(dst.as_mut_ptr(), acc[0]);
+            _mm_storeu_ps(dst.as_mut_ptr().add(HALF), acc[1]);
+        }
+    }
+}
+
 /// Half `h` of a Q6_K group at `wg` times tokens `t0..t0 + T`: per super-block,
 /// `isum = Σ_s scale_s · dot_s − 32 · Σ_s scale_s · bsum_s`, the second sum one `pmaddwd` per
 /// sub-block pair from the Q8_K block's own 16-element sums.
@@ -450,6 +512,10 @@ pub(crate) unsafe fn matmul_q4_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
 /// The CPU must have SSSE3; arguments as checked by `crate::packed::matmul_packed_at`.
 #[target_feature(enable = "sse2,ssse3")]
 pub(crate) unsafe fn matmul_q5_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
+    if args.n_tokens == 1 {
+        // SAFETY: same features; arguments as checked by the caller.
+        return unsafe { q5_k_one_token(args, out) };
+    }
     // SAFETY: same features; arguments as checked by the caller.
     unsafe {
         drive(
