@@ -485,6 +485,85 @@ unsafe fn q6_k_tile<const T: usize>(
     acc
 }
 
+/// Decode's product for Q6_K, both halves per super-block column as in [`q4_k_one_token`].
+#[target_feature(enable = "sse2,ssse3")]
+unsafe fn q6_k_one_token(args: &PackedArgs<'_>, out: &mut [f32]) {
+    let nb = args.n_cols / 256;
+    let group_bytes = nb * Q6_K_COLUMN;
+    let low4 = _mm_set1_epi8(0x0f);
+    let top2 = _mm_set1_epi8(0x30);
+    for (g, dst) in out.chunks_exact_mut(PACK_ROWS).enumerate() {
+        let mut acc = [_mm_setzero_ps(); 2];
+        for b in 0..nb {
+            // SAFETY: column b of group g is Q6_K_COLUMN bytes inside `w` (whole groups); the
+            // token has nb Q8_K blocks (d at 0, quants at 4..260, sums at 260..292; checked by
+            // `matmul_packed_at`). The masks are 16 bytes.
+            unsafe {
+                let col = args.w.as_ptr().add(g * group_bytes + b * Q6_K_COLUMN);
+                let (a, d_a) = q8_k_block(args, 0, b);
+                let mut isum = [_mm_setzero_si128(); 2];
+                let mut bias = [_mm_setzero_si128(); 2];
+                for p in 0..8 {
+                    // Rows 4h + r's i8 scales of sub-blocks 2p and 2p + 1, as in `q6_k_tile`.
+                    let pairs: [__m128i; 2] = std::array::from_fn(|h| {
+                        let bytes = _mm_loadl_epi64(col.add(16 + 16 * p + 8 * h) as *const __m128i);
+                        _mm_srai_epi16::<8>(_mm_unpacklo_epi8(bytes, bytes))
+                    });
+                    let sums = _mm_set1_epi32((a.add(260 + 4 * p) as *const i32).read_unaligned());
+                    for (bias, pair) in bias.iter_mut().zip(&pairs) {
+                        *bias = _mm_add_epi32(*bias, _mm_madd_epi16(*pair, sums));
+                    }
+                    for (odd, dup) in DUP.iter().enumerate() {
+                        let s = 2 * p + odd;
+                        let y = _mm_loadu_si128(a.add(4 + 16 * s) as *const __m128i);
+                        let quads: [__m128i; 4] = std::array::from_fn(|c| quad(y, c));
+                        for (h, sum) in isum.iter_mut().enumerate() {
+                            let scale = _mm_shuffle_epi8(pairs[h], mask(dup));
+                            let sub = col.add(144 + 96 * s + 16 * h);
+                            let va = _mm_loadu_si128(sub as *const __m128i);
+                            let vb = _mm_loadu_si128(sub.add(32) as *const __m128i);
+                            let vh = _mm_loadu_si128(sub.add(64) as *const __m128i);
+                            let q = [
+                                _mm_or_si128(
+                                    _mm_and_si128(va, low4),
+                                    _mm_and_si128(_mm_slli_epi16::<4>(vh), top2),
+                                ),
+                                _mm_or_si128(
+                                    _mm_and_si128(_mm_srli_epi16::<4>(va), low4),
+                                    _mm_and_si128(_mm_slli_epi16::<2>(vh), top2),
+                                ),
+                                _mm_or_si128(_mm_and_si128(vb, low4), _mm_and_si128(vh, top2)),
+                                _mm_or_si128(
+                                    _mm_and_si128(_mm_srli_epi16::<4>(vb), low4),
+                                    _mm_and_si128(_mm_srli_epi16::<2>(vh), top2),
+                                ),
+                            ];
+                            let dot = |c: usize| _mm_maddubs_epi16(q[c], quads[c]);
+                            let s01 = _mm_add_epi16(dot(0), dot(1));
+                            let s23 = _mm_add_epi16(dot(2), dot(3));
+                            let scaled = _mm_add_epi32(
+                                _mm_madd_epi16(s01, scale),
+                                _mm_madd_epi16(s23, scale),
+                            );
+                            *sum = _mm_add_epi32(*sum, scaled);
+                        }
+                    }
+                }
+                for (h, acc_h) in acc.iter_mut().enumerate() {
+                    let d = widen_f16(_mm_loadl_epi64(col.add(8 * h) as *const __m128i));
+                    let total = _mm_sub_epi32(isum[h], _mm_slli_epi32::<5>(bias[h]));
+                    *acc_h = accumulate(*acc_h, d, d_a, total);
+                }
+            }
+        }
+        // SAFETY: dst has exactly 8 f32.
+        unsafe {
+            _mm_storeu_ps(dst.as_mut_ptr(), acc[0]);
+            _mm_storeu_ps(dst.as_mut_ptr().add(HALF), acc[1]);
+        }
+    }
+}
+
 /// Packed Q4_K times Q8_K activations, every group and token.
 ///
 /// # Safety
@@ -533,6 +612,10 @@ pub(crate) unsafe fn matmul_q5_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
 /// The CPU must have SSSE3; arguments as checked by `crate::packed::matmul_packed_at`.
 #[target_feature(enable = "sse2,ssse3")]
 pub(crate) unsafe fn matmul_q6_kx8(args: &PackedArgs<'_>, out: &mut [f32]) {
+    if args.n_tokens == 1 {
+        // SAFETY: same features; arguments as checked by the caller.
+        return unsafe { q6_k_one_token(args, out) };
+    }
     // SAFETY: same features; arguments as checked by the caller.
     unsafe {
         drive(
