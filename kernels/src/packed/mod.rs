@@ -173,24 +173,10 @@ pub fn matmul_packed_at(
         level.is_supported(),
         "kernel level {level} is not supported"
     );
-    let (_, n_rows) = check_pack_shape(ty, n_cols, w.len());
-    let vdt = ty.vec_dot_type();
-    let ab = crate::row_bytes_of(vdt, n_cols);
-    assert_eq!(
-        Some(acts.len()),
-        ab.checked_mul(n_tokens),
-        "matmul_packed: {vdt} activations length"
-    );
-    assert_eq!(
-        Some(out.len()),
-        n_rows.checked_mul(n_tokens),
-        "matmul_packed: output length"
-    );
-    if out.is_empty() {
-        return;
+    if has_work(ty, n_cols, w, acts, n_tokens, out) {
+        let f = packed_kernel(level, ty).unwrap_or(scalar_kernel(level, ty));
+        call_kernel(f, ty, n_cols, w, acts, n_tokens, out);
     }
-    let f = packed_kernel(level, ty).unwrap_or(scalar_kernel(level, ty));
-    call_kernel(f, ty, n_cols, w, acts, n_tokens, out);
 }
 
 /// The scalar twin of `level`'s packed kernel for `ty`, the specification that kernel matches
@@ -204,20 +190,35 @@ pub fn matmul_packed_twin(
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    let (_, n_rows) = check_pack_shape(ty, n_cols, w.len());
-    assert_eq!(
-        out.len(),
-        n_rows * n_tokens,
-        "matmul_packed_twin: output length"
-    );
-    assert_eq!(
-        acts.len(),
-        crate::row_bytes_of(ty.vec_dot_type(), n_cols) * n_tokens,
-        "matmul_packed_twin: activations length"
-    );
-    if !out.is_empty() {
+    if has_work(ty, n_cols, w, acts, n_tokens, out) {
         call_kernel(scalar_kernel(level, ty), ty, n_cols, w, acts, n_tokens, out);
     }
+}
+
+/// Checks a packed product's shapes (panics on a caller's bug) and says whether there is
+/// anything to compute.
+fn has_work(
+    ty: GgmlType,
+    n_cols: usize,
+    w: &[u8],
+    acts: &[u8],
+    n_tokens: usize,
+    out: &[f32],
+) -> bool {
+    let (_, n_rows) = check_pack_shape(ty, n_cols, w.len());
+    let vdt = ty.vec_dot_type();
+    let ab = crate::row_bytes_of(vdt, n_cols);
+    assert_eq!(
+        Some(acts.len()),
+        ab.checked_mul(n_tokens),
+        "matmul_packed: {vdt} activations length"
+    );
+    assert_eq!(
+        Some(out.len()),
+        n_rows.checked_mul(n_tokens),
+        "matmul_packed: output length"
+    );
+    !out.is_empty()
 }
 
 /// Runs packed kernel `f` (for `ty`, on a CPU that has its features) on checked arguments,
