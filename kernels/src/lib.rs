@@ -15,6 +15,7 @@
 // Kernels index several arrays with one counter to mirror the reference algorithms.
 #![allow(clippy::needless_range_loop)]
 
+pub mod activation;
 pub mod attention;
 pub mod blocks;
 mod dispatch;
@@ -29,14 +30,16 @@ mod arm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use activation::{silu, swiglu, swiglu_at};
 pub use attention::{
     dot_rows, dot_rows_at, f32_to_f16_row, round_to_f16, weighted_rows, weighted_rows_at,
     CacheValue,
 };
 pub use level::{active_level, choose_level, KernelLevel, LevelChoice, UnknownLevel};
 pub use packed::{
-    can_pack, matmul_packed, matmul_packed_at, matmul_packed_twin, pack_rows, pack_rows_in_place,
-    packing_pays, reserve_thread_scratch, unpack_rows, PACK_ROWS,
+    can_pack, matmul_packed, matmul_packed_at, matmul_packed_summarized, matmul_packed_twin,
+    pack_rows, pack_rows_in_place, packing_pays, reserve_thread_scratch, unpack_rows,
+    ActivationSummaries, PACK_ROWS,
 };
 pub use types::GgmlType;
 pub use vector::{axpy, axpy_at, dot_f32, dot_f32_at, stream_read, stream_read_at};

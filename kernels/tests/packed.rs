@@ -147,6 +147,68 @@ fn packed_agrees_with_row_major() {
 }
 
 #[test]
+fn summaries_built_once_give_the_same_bits() {
+    let mut rng = Rng::new(34);
+    let mut sums = ActivationSummaries::new();
+    for ty in PACKED_TYPES {
+        for (rows, cols, n_tok) in shapes(ty) {
+            let w = random_weights(ty, &mut rng, rows, cols);
+            let mut packed = vec![0u8; w.len()];
+            pack_rows(ty, cols, &w, &mut packed);
+            let acts = activations(ty, &mut rng, n_tok, cols);
+            let mut want = vec![0f32; rows * n_tok];
+            matmul_packed(ty, cols, &packed, &acts, n_tok, &mut want);
+            // The same summaries serve every slice of whole groups, as a thread pool cuts them.
+            sums.build(ty, &acts);
+            assert!(sums.fits(ty, &acts));
+            let rb = ty.row_bytes(cols).unwrap();
+            let mut got = vec![f32::NAN; rows * n_tok];
+            for r0 in (0..rows).step_by(16) {
+                let n = 16.min(rows - r0);
+                let mut part = vec![0f32; n * n_tok];
+                let part_w = &packed[r0 * rb..(r0 + n) * rb];
+                matmul_packed_summarized(ty, cols, part_w, &acts, &sums, n_tok, &mut part);
+                for t in 0..n_tok {
+                    got[t * rows + r0..t * rows + r0 + n]
+                        .copy_from_slice(&part[t * n..(t + 1) * n]);
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{ty} {rows}x{cols}x{n_tok}");
+        }
+    }
+}
+
+#[test]
+fn summaries_of_other_activations_are_refused() {
+    let mut rng = Rng::new(35);
+    let (rows, cols) = (16, 256);
+    let ty = GgmlType::Q4_0;
+    let w = random_weights(ty, &mut rng, rows, cols);
+    let mut packed = vec![0u8; w.len()];
+    pack_rows(ty, cols, &w, &mut packed);
+    let acts = activations(ty, &mut rng, 2, cols);
+    let mut sums = ActivationSummaries::new();
+    sums.build(ty, &acts[..acts.len() / 2]);
+    assert!(
+        !sums.fits(ty, &acts),
+        "one token's summaries fit two tokens"
+    );
+    let wrong_len = std::panic::catch_unwind(|| {
+        let mut out = vec![0f32; rows * 2];
+        matmul_packed_summarized(ty, cols, &packed, &acts, &sums, 2, &mut out);
+    });
+    assert!(wrong_len.is_err(), "summaries of one token used for two");
+    sums.build(GgmlType::Q8_0, &acts);
+    assert!(!sums.fits(ty, &acts), "Q8_0 summaries fit Q4_0");
+    let wrong_type = std::panic::catch_unwind(|| {
+        let mut out = vec![0f32; rows * 2];
+        matmul_packed_summarized(ty, cols, &packed, &acts, &sums, 2, &mut out);
+    });
+    assert!(wrong_type.is_err(), "summaries of another type used");
+}
+
+#[test]
 fn f32_vector_helpers_match_scalar() {
     let mut rng = Rng::new(34);
     for level in KernelLevel::supported() {

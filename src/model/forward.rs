@@ -12,7 +12,7 @@ use super::config::{Config, QkNorm, RopeStyle};
 use super::kv_cache::{k_rotation_size, rotate_hadamard, KvCache, KvType, KvTypes};
 use super::linalg::{
     linear, linear_many, per_row, quantize_rows, rms_norm, rms_norm_inplace, rope_heads, sigmoid,
-    silu, LinearJob,
+    LinearJob,
 };
 use super::scratch::{sized, zeroed, AttnScratch, PredictScratch, Scratch};
 use super::weights::{DenseFfn, Ffn, LayerWeights, Matrix};
@@ -592,9 +592,7 @@ fn dense_ffn(
     let u = zeroed(u, n * ff);
     apply_linear(&d.gate, xn, n, qbuf, g);
     apply_linear(&d.up, xn, n, qbuf, u);
-    for (a, b) in g.iter_mut().zip(u.iter()) {
-        *a = silu(*a) * b;
-    }
+    moe_edge_kernels::swiglu(g, u);
     let out = zeroed(out, n * e);
     apply_linear(&d.down, g, n, qbuf, out);
 }

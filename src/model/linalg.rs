@@ -1,7 +1,7 @@
 //! Row-parallel linear layers over the kernels crate, and the small elementwise operations of
 //! the forward pass (written to match ggml's CPU arithmetic where it matters for parity).
 
-use moe_edge_kernels::GgmlType;
+use moe_edge_kernels::{ActivationSummaries, GgmlType};
 use rayon::prelude::*;
 use smallvec::SmallVec;
 
@@ -41,9 +41,7 @@ pub fn swiglu_quantize_rows(
         .expect("activation width is a multiple of the block size");
     out.resize(rb * n_rows, 0);
     let one_row = |g: &mut [f32], u: &[f32], dst: &mut [u8]| {
-        for (a, b) in g.iter_mut().zip(u) {
-            *a = silu(*a) * b;
-        }
+        moe_edge_kernels::swiglu(g, u);
         moe_edge_kernels::quantize_activation(vt, g, dst);
     };
     if gate.len() >= PARALLEL_MIN {
@@ -108,12 +106,15 @@ fn rows_times_tokens(
     r0: usize,
     n_rows: usize,
     xq: &[u8],
+    sums: Option<&ActivationSummaries>,
     n_tok: usize,
     out: &mut [f32],
 ) {
     let rb = w.ty.row_bytes(w.cols).expect("validated shape");
     let bytes = &w.bytes[r0 * rb..(r0 + n_rows) * rb];
-    if w.packed {
+    if let (true, Some(sums)) = (w.packed, sums) {
+        moe_edge_kernels::matmul_packed_summarized(w.ty, w.cols, bytes, xq, sums, n_tok, out);
+    } else if w.packed {
         moe_edge_kernels::matmul_packed(w.ty, w.cols, bytes, xq, n_tok, out);
     } else if n_tok == 1 {
         moe_edge_kernels::matvec(w.ty, w.cols, bytes, xq, out);
@@ -135,6 +136,8 @@ pub struct LinearJob<'a> {
 struct Task<'a> {
     w: WeightView<'a>,
     xq: &'a [u8],
+    /// The activations' summaries for packed weights, built once for all of the job's tasks.
+    sums: Option<&'a ActivationSummaries>,
     n_tok: usize,
     r0: usize,
     n_rows: usize,
@@ -193,9 +196,15 @@ impl<'a> SharedOut<'a> {
 impl Task<'_> {
     fn run(&mut self) {
         match &mut self.out {
-            TaskOut::Rows(out) => {
-                rows_times_tokens(&self.w, self.r0, self.n_rows, self.xq, self.n_tok, out)
-            }
+            TaskOut::Rows(out) => rows_times_tokens(
+                &self.w,
+                self.r0,
+                self.n_rows,
+                self.xq,
+                self.sums,
+                self.n_tok,
+                out,
+            ),
             TaskOut::Shared(shared) => TASK_OUT.with(|cell| {
                 // The results land in this thread's buffer (still in cache) and go straight to
                 // their rows of the job's output.
@@ -207,7 +216,15 @@ impl Task<'_> {
                 };
                 // Every entry is written by the kernel: no clearing.
                 buf.resize(self.n_rows * self.n_tok, 0.0);
-                rows_times_tokens(&self.w, self.r0, self.n_rows, self.xq, self.n_tok, buf);
+                rows_times_tokens(
+                    &self.w,
+                    self.r0,
+                    self.n_rows,
+                    self.xq,
+                    self.sums,
+                    self.n_tok,
+                    buf,
+                );
                 shared.write(self.r0, self.n_rows, buf);
             }),
         }
@@ -240,6 +257,83 @@ fn rows_per_task(w: &WeightView<'_>, n_tok: usize, task_work: usize) -> usize {
 /// batch, the spinning decode pool (`super::pool`) for a decode step.
 /// A decode step (one token per job) allocates nothing: the task list lives on the stack.
 pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
+    SUMMARIES.with(|cell| {
+        // A nested call (a rayon thread that steals another product while it waits) gets a
+        // list of its own.
+        let mut own = Vec::new();
+        let mut held = cell.try_borrow_mut();
+        let list = match held.as_deref_mut() {
+            Ok(list) => list,
+            Err(_) => &mut own,
+        };
+        let which = summarize_jobs(jobs, list);
+        run_jobs(jobs, list, &which);
+    })
+}
+
+/// Activation blocks summarized in the calling thread; more are summarized over rayon.
+const SUMMARY_PARALLEL_MIN: usize = 1 << 14;
+
+/// Builds, once per distinct activation set, the summaries the packed jobs' kernels read
+/// (the tasks of a job, and jobs with the same activations such as a token's gate and up
+/// projections, share them), into `list`; returns each job's index in `list`.
+fn summarize_jobs(
+    jobs: &[LinearJob<'_>],
+    list: &mut Vec<ActivationSummaries>,
+) -> SmallVec<[Option<usize>; 32]> {
+    let mut keys: SmallVec<[(usize, usize, GgmlType); 16]> = SmallVec::new();
+    let which = jobs
+        .iter()
+        .map(|j| {
+            if !j.w.packed || j.n_tok == 0 || j.w.rows == 0 {
+                return None;
+            }
+            let key = (j.xq.as_ptr() as usize, j.xq.len(), j.w.ty);
+            Some(keys.iter().position(|k| *k == key).unwrap_or_else(|| {
+                keys.push(key);
+                keys.len() - 1
+            }))
+        })
+        .collect();
+    if list.len() < keys.len() {
+        list.resize_with(keys.len(), ActivationSummaries::new);
+    }
+    // Each key's activations: the first job's with that key.
+    let acts_of = |k: usize| {
+        let (ptr, len, ty) = keys[k];
+        let job = jobs
+            .iter()
+            .find(|j| j.w.packed && (j.xq.as_ptr() as usize, j.xq.len(), j.w.ty) == (ptr, len, ty))
+            .expect("every key comes from a job");
+        (ty, job.xq)
+    };
+    let blocks: usize = (0..keys.len())
+        .map(|k| {
+            let (ty, xq) = acts_of(k);
+            xq.len() / ty.vec_dot_type().type_size()
+        })
+        .sum();
+    let build = |(k, s): (usize, &mut ActivationSummaries)| {
+        let (ty, xq) = acts_of(k);
+        s.build(ty, xq);
+    };
+    if blocks >= SUMMARY_PARALLEL_MIN {
+        list[..keys.len()]
+            .par_iter_mut()
+            .enumerate()
+            .for_each(build);
+    } else {
+        list[..keys.len()].iter_mut().enumerate().for_each(build);
+    }
+    which
+}
+
+/// [`linear_many`]'s work, with the packed jobs' activation summaries built.
+fn run_jobs(
+    jobs: &mut [LinearJob<'_>],
+    summaries: &[ActivationSummaries],
+    which: &[Option<usize>],
+) {
     let threads = rayon::current_num_threads().max(1);
     // Tasks are sized by work (weight bytes times tokens), since the jobs of a prompt's MoE
     // have different token counts: a batch's into TASKS_PER_THREAD_BATCH equal shares per
@@ -249,9 +343,10 @@ pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
     let task_work = (total_work / (threads * TASKS_PER_THREAD_BATCH)).max(MIN_TASK_BYTES);
     let mut work_left = total_work;
     let mut tasks: SmallVec<[Task<'_>; 64]> = SmallVec::new();
-    for j in jobs.iter_mut() {
+    for (j, which) in jobs.iter_mut().zip(which) {
         debug_assert_eq!(j.out.len(), j.w.rows * j.n_tok);
         let (w, xq, n_tok) = (j.w, j.xq, j.n_tok);
+        let sums = which.map(|k| &summaries[k]);
         if n_tok == 0 || w.rows == 0 {
             continue;
         }
@@ -259,6 +354,7 @@ pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
         let task = |r0: usize, out| Task {
             w,
             xq,
+            sums,
             n_tok,
             r0,
             n_rows: c.min(w.rows - r0),
@@ -279,6 +375,7 @@ pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
                 tasks.push(Task {
                     w,
                     xq,
+                    sums,
                     n_tok,
                     r0,
                     n_rows: c,
@@ -320,6 +417,10 @@ pub fn linear_many(jobs: &mut [LinearJob<'_>]) {
 }
 
 thread_local! {
+    /// The activation summaries of the products this thread publishes (grown, never shrunk:
+    /// a decode step reuses them without allocating).
+    static SUMMARIES: std::cell::RefCell<Vec<ActivationSummaries>> =
+        const { std::cell::RefCell::new(Vec::new()) };
     /// A task's results before they go to their rows of a shared output (grown, never
     /// cleared).
     static TASK_OUT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -348,10 +449,6 @@ pub fn rms_norm_inplace(x: &mut [f32], weight: &[f32], eps: f32) {
     for (v, &w) in x.iter_mut().zip(weight) {
         *v = *v * scale * w;
     }
-}
-
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
 }
 
 pub fn sigmoid(x: f32) -> f32 {
@@ -465,7 +562,7 @@ mod tests {
         for (i, &(rows, n_tok)) in shapes.iter().enumerate() {
             let mut whole = vec![0f32; rows * n_tok];
             if n_tok > 0 {
-                rows_times_tokens(&view(i), 0, rows, &xqs[i], n_tok, &mut whole);
+                rows_times_tokens(&view(i), 0, rows, &xqs[i], None, n_tok, &mut whole);
             }
             let same = outs[i]
                 .iter()
@@ -488,6 +585,78 @@ mod tests {
         let odd = [(203, 17), (61, 1), (517, 33), (7, 5)];
         check_batch(GgmlType::Q8_0, false, &odd, 256);
         check_batch(GgmlType::Q4_0, false, &odd, 256);
+    }
+
+    /// Jobs reading one activation buffer (a token's gate and up, several weight types on
+    /// the same rows, a job on the first token only) share summaries where they may and get
+    /// their own where they must: each job still equals its product computed whole.
+    #[test]
+    fn jobs_sharing_activations_match_whole_jobs() {
+        let mut rng = XorShift64::new(41);
+        let (cols, n_tok) = (512, 6);
+        let x: Vec<f32> = (0..n_tok * cols).map(|_| rng.unit() - 0.5).collect();
+        let mut xq8_0 = Vec::new();
+        quantize_rows(GgmlType::Q4_0, &x, n_tok, &mut xq8_0);
+        let mut xq8_k = Vec::new();
+        quantize_rows(GgmlType::Q4_K, &x, n_tok, &mut xq8_k);
+        let ab = xq8_0.len() / n_tok;
+        // (type, rows, activations)
+        let specs: [(GgmlType, usize, &[u8]); 6] = [
+            (GgmlType::Q4_0, 256, &xq8_0),
+            (GgmlType::Q4_0, 128, &xq8_0),
+            (GgmlType::Q8_0, 64, &xq8_0),
+            (GgmlType::Q4_0, 72, &xq8_0[..ab]),
+            (GgmlType::Q4_K, 96, &xq8_k),
+            (GgmlType::Q5_K, 64, &xq8_k),
+        ];
+        for tokens in [n_tok, 1] {
+            let ws: Vec<Vec<u8>> = specs
+                .iter()
+                .map(|&(ty, rows, _)| weights(ty, rows, cols, true, &mut rng))
+                .collect();
+            let view = |i: usize| WeightView {
+                ty: specs[i].0,
+                cols,
+                rows: specs[i].1,
+                bytes: &ws[i],
+                packed: true,
+            };
+            // Job i's activations: its buffer's first `tokens` rows (at most as many as it has).
+            let acts = |i: usize| {
+                let (ty, _, a) = specs[i];
+                let per = ty.vec_dot_type().row_bytes(cols).unwrap();
+                let n = tokens.min(a.len() / per);
+                (&a[..per * n], n)
+            };
+            let mut outs: Vec<Vec<f32>> = (0..specs.len())
+                .map(|i| vec![f32::NAN; specs[i].1 * acts(i).1])
+                .collect();
+            let mut jobs: Vec<LinearJob<'_>> = outs
+                .iter_mut()
+                .enumerate()
+                .map(|(i, out)| {
+                    let (xq, n_tok) = acts(i);
+                    LinearJob {
+                        w: view(i),
+                        xq,
+                        n_tok,
+                        out,
+                    }
+                })
+                .collect();
+            linear_many(&mut jobs);
+            drop(jobs);
+            for i in 0..specs.len() {
+                let (xq, n) = acts(i);
+                let mut whole = vec![0f32; specs[i].1 * n];
+                rows_times_tokens(&view(i), 0, specs[i].1, xq, None, n, &mut whole);
+                let same = outs[i]
+                    .iter()
+                    .zip(&whole)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "job {i} ({:?}, {tokens} tokens) differs", specs[i].0);
+            }
+        }
     }
 
     #[test]

@@ -138,16 +138,29 @@ impl Model {
                             dst.copy_from_slice(&from[t * width..(t + 1) * width]);
                         }
                     };
-                    gather(xq_tokens, act_bytes, xq_gate);
-                    if !same_act {
-                        gather(xq_tokens_up, up_bytes, xq_up);
+                    // One token (decode): every expert reads the token's own row, so the
+                    // products share one set of activations (and their summaries).
+                    let one = n == 1 && group.iter().all(|&ex| by_expert[ex].len() == 1);
+                    if !one {
+                        gather(xq_tokens, act_bytes, xq_gate);
+                        if !same_act {
+                            gather(xq_tokens_up, up_bytes, xq_up);
+                        }
                     }
-                    let xg = &xq_gate[..];
-                    let (xu, xu_bytes) = if same_act {
-                        (xg, act_bytes)
+                    let (xg, xg_bytes) = if one {
+                        (&xq_tokens[..], 0)
                     } else {
-                        (&xq_up[..], up_bytes)
+                        (&xq_gate[..], act_bytes)
                     };
+                    let (xu, xu_bytes) = match (same_act, one) {
+                        (true, _) => (xg, xg_bytes),
+                        (false, true) => (&xq_tokens_up[..], 0),
+                        (false, false) => (&xq_up[..], up_bytes),
+                    };
+                    // Pairs a..b's activations: rows a..b of the gathered ones, or the token's.
+                    fn rows_of(x: &[u8], stride: usize, width: usize, a: usize, b: usize) -> &[u8] {
+                        &x[a * stride..a * stride + (b - a - 1) * stride + width]
+                    }
                     // Gate and up of every expert in the group: one parallel region.
                     let mut jobs = Jobs::new();
                     let mut g_rest = sized(gate, pairs * ff);
@@ -161,13 +174,13 @@ impl Model {
                         let (a, b) = (starts[j], starts[j + 1]);
                         jobs.push(LinearJob {
                             w: layout.gate.view(experts[j].gate),
-                            xq: &xg[a * act_bytes..b * act_bytes],
+                            xq: rows_of(xg, xg_bytes, act_bytes, a, b),
                             n_tok: m,
                             out: g,
                         });
                         jobs.push(LinearJob {
                             w: layout.up.view(experts[j].up),
-                            xq: &xu[a * xu_bytes..b * xu_bytes],
+                            xq: rows_of(xu, xu_bytes, up_bytes, a, b),
                             n_tok: m,
                             out: u,
                         });

@@ -222,7 +222,7 @@ fn has_work(
 }
 
 /// Runs packed kernel `f` (for `ty`, on a CPU that has its features) on checked arguments,
-/// building the Q4_0 activation summaries it needs.
+/// building the activation summaries it needs in this thread's scratch.
 fn call_kernel(
     f: PackedMatmulFn,
     ty: GgmlType,
@@ -232,31 +232,145 @@ fn call_kernel(
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    let mut run = |act_d: &[f32], act_s: &[i32]| {
-        let args = PackedArgs {
-            n_cols,
-            w,
-            acts,
-            act_d,
-            act_s,
-            n_tokens,
-        };
-        // SAFETY: the kernel is for a level this CPU supports; `w` is whole packed groups of
-        // `n_cols` columns, `acts` (and for Q4_0 the summaries) hold `n_tokens` rows, and `out`
-        // has `n_rows * n_tokens` entries (all checked by the callers).
-        unsafe { f(&args, out) }
-    };
     SUMMARY.with(|s| {
         let mut s = s.borrow_mut();
         let (act_d, act_s) = &mut *s;
-        match ty {
-            GgmlType::Q4_0 | GgmlType::Q8_0 => summarize_q8_0(acts, act_d, act_s),
-            // The Q6_K kernels read the Q8_K blocks' own 16-element sums.
-            GgmlType::Q6_K => act_s.clear(),
-            _ => summarize_q8_k(acts, act_s),
-        }
-        run(act_d, act_s)
+        summarize_into(ty, acts, act_d, act_s);
+        // SAFETY: the summaries were just built from `acts`; the rest as this function's
+        // callers checked.
+        unsafe { call_summarized(f, n_cols, w, acts, act_d, act_s, n_tokens, out) }
     });
+}
+
+/// Runs packed kernel `f` with activation summaries built beforehand.
+///
+/// # Safety
+/// The CPU must have `f`'s features; the shapes must have passed [`has_work`]; `act_d` and
+/// `act_s` must be `summarize_into(ty, acts, ..)`'s output for `f`'s weight type `ty` (or at
+/// least as long: the kernels index them without bounds checks).
+#[allow(clippy::too_many_arguments)]
+unsafe fn call_summarized(
+    f: PackedMatmulFn,
+    n_cols: usize,
+    w: &[u8],
+    acts: &[u8],
+    act_d: &[f32],
+    act_s: &[i32],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    let args = PackedArgs {
+        n_cols,
+        w,
+        acts,
+        act_d,
+        act_s,
+        n_tokens,
+    };
+    // SAFETY: the kernel is for a level this CPU supports; `w` is whole packed groups of
+    // `n_cols` columns, `acts` and its summaries hold `n_tokens` rows, and `out` has
+    // `n_rows * n_tokens` entries (the caller's contract).
+    unsafe { f(&args, out) }
+}
+
+/// The summaries the packed kernels for `ty` read, of activations `acts` (in
+/// `ty.vec_dot_type()`), into `act_d` / `act_s` (cleared first).
+fn summarize_into(ty: GgmlType, acts: &[u8], act_d: &mut Vec<f32>, act_s: &mut Vec<i32>) {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q8_0 => summarize_q8_0(acts, act_d, act_s),
+        // The Q6_K kernels read the Q8_K blocks' own 16-element sums.
+        GgmlType::Q6_K => {
+            act_d.clear();
+            act_s.clear();
+        }
+        _ => {
+            act_d.clear();
+            summarize_q8_k(acts, act_s)
+        }
+    }
+}
+
+/// What the packed kernels need to know about a set of quantized activation rows besides the
+/// rows themselves (block scales as f32, block sums): built once with
+/// [`ActivationSummaries::build`] and shared by every packed product with those rows —
+/// the gate and up projections of a token, every row slice a thread pool cuts a product
+/// into — instead of rebuilt by each call of [`matmul_packed`].
+#[derive(Debug, Default, Clone)]
+pub struct ActivationSummaries {
+    /// The weight type they were built for (their layout depends on it) and the activation
+    /// bytes they describe.
+    built_for: Option<(GgmlType, usize)>,
+    act_d: Vec<f32>,
+    act_s: Vec<i32>,
+}
+
+impl ActivationSummaries {
+    /// Empty summaries; [`Self::build`] fills them (reusing their memory).
+    pub const fn new() -> Self {
+        ActivationSummaries {
+            built_for: None,
+            act_d: Vec::new(),
+            act_s: Vec::new(),
+        }
+    }
+
+    /// Summarizes `acts`, activation rows quantized to `ty.vec_dot_type()`, for products with
+    /// packed `ty` weights. Panics if `acts` is not a whole number of such blocks.
+    pub fn build(&mut self, ty: GgmlType, acts: &[u8]) {
+        let bb = ty.vec_dot_type().type_size();
+        assert!(
+            acts.len().is_multiple_of(bb),
+            "activations: {} bytes is not a whole number of {} blocks",
+            acts.len(),
+            ty.vec_dot_type()
+        );
+        summarize_into(ty, acts, &mut self.act_d, &mut self.act_s);
+        self.built_for = Some((ty, acts.len()));
+    }
+
+    /// Whether these summaries were built for products of packed `ty` with `acts`'s length.
+    pub fn fits(&self, ty: GgmlType, acts: &[u8]) -> bool {
+        self.built_for == Some((ty, acts.len()))
+    }
+}
+
+/// [`matmul_packed`] with the activations' summaries built beforehand (for the same `ty` and
+/// these `acts`; panics if they were built for another type or length). The result is the
+/// same as [`matmul_packed`]'s.
+pub fn matmul_packed_summarized(
+    ty: GgmlType,
+    n_cols: usize,
+    w: &[u8],
+    acts: &[u8],
+    summaries: &ActivationSummaries,
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    assert!(
+        summaries.fits(ty, acts),
+        "matmul_packed_summarized: summaries built for {:?}, used for {ty} with {} activation bytes",
+        summaries.built_for,
+        acts.len()
+    );
+    let level = crate::active_level();
+    if has_work(ty, n_cols, w, acts, n_tokens, out) {
+        let f = packed_kernel(level, ty).unwrap_or(scalar_kernel(level, ty));
+        // SAFETY: the active level is this CPU's; shapes checked by `has_work`; the summaries
+        // were built by `summarize_into` for this type from activations of this length, so
+        // they are exactly as long as the kernel reads.
+        unsafe {
+            call_summarized(
+                f,
+                n_cols,
+                w,
+                acts,
+                &summaries.act_d,
+                &summaries.act_s,
+                n_tokens,
+                out,
+            )
+        }
+    }
 }
 
 /// The Q4_K kernels' activation summaries of Q8_K blocks: for each block, 4 words, word `i`
