@@ -4,6 +4,7 @@
 use moe_edge_kernels::{ActivationSummaries, GgmlType};
 use rayon::prelude::*;
 use smallvec::SmallVec;
+use std::sync::Mutex;
 
 /// Activations quantized for one weight type: `n` rows back to back.
 pub fn quantize_rows(ty: GgmlType, x: &[f32], n_rows: usize, out: &mut Vec<u8>) {
@@ -342,7 +343,9 @@ fn run_jobs(
     let total_work: usize = jobs.iter().map(|j| j.w.bytes.len() * j.n_tok).sum();
     let task_work = (total_work / (threads * TASKS_PER_THREAD_BATCH)).max(MIN_TASK_BYTES);
     let mut work_left = total_work;
-    let mut tasks: SmallVec<[Task<'_>; 64]> = SmallVec::new();
+    // Built in place as the cells the pool's threads claim them from: moving a list this size
+    // (or collecting it into cells) copied kilobytes per region, serially, in every decode step.
+    let mut tasks: SmallVec<[Mutex<Task<'_>>; 64]> = SmallVec::new();
     for (j, which) in jobs.iter_mut().zip(which) {
         debug_assert_eq!(j.out.len(), j.w.rows * j.n_tok);
         let (w, xq, n_tok) = (j.w, j.xq, j.n_tok);
@@ -372,7 +375,7 @@ fn run_jobs(
                 let c = rows_per_task(&w, 1, share).min(rest.len());
                 let (part, tail) = std::mem::take(&mut rest).split_at_mut(c);
                 rest = tail;
-                tasks.push(Task {
+                tasks.push(Mutex::new(Task {
                     w,
                     xq,
                     sums,
@@ -380,38 +383,32 @@ fn run_jobs(
                     r0,
                     n_rows: c,
                     out: TaskOut::Rows(part),
-                });
+                }));
                 r0 += c;
                 work_left = work_left.saturating_sub(c * rb);
             }
         } else if w.rows <= c {
-            tasks.push(task(0, TaskOut::Rows(&mut *j.out)));
+            tasks.push(Mutex::new(task(0, TaskOut::Rows(&mut *j.out))));
         } else {
             let shared = SharedOut::new(&mut *j.out, w.rows, n_tok);
             for r0 in (0..w.rows).step_by(c) {
-                tasks.push(task(r0, TaskOut::Shared(shared)));
+                tasks.push(Mutex::new(task(r0, TaskOut::Shared(shared))));
             }
         }
     }
+    let run = |i: usize| tasks[i].lock().expect("a task runs once").run();
     match tasks.len() {
         0 => {}
-        1 => tasks[0].run(),
+        1 => run(0),
         // One task per rayon leaf: with few threads rayon otherwise runs a quarter of the
         // list as one unsplittable sequence, and the last of those leaves one thread idle.
         n => {
             // A decode step's regions are short: the spinning pool starts them without a
             // fork-join (rayon takes a batch's, or a region while the pool is busy).
-            if single {
-                let cells: SmallVec<[std::sync::Mutex<Task<'_>>; 64]> =
-                    tasks.drain(..).map(std::sync::Mutex::new).collect();
-                let run = |i: usize| cells[i].lock().expect("a task runs once").run();
-                if super::pool::try_run(n, &run) {
-                    return;
-                }
-                (0..n).into_par_iter().with_max_len(1).for_each(run);
-            } else {
-                tasks.par_iter_mut().with_max_len(1).for_each(Task::run);
+            if single && super::pool::try_run(n, &run) {
+                return;
             }
+            (0..n).into_par_iter().with_max_len(1).for_each(run);
         }
     }
 }
