@@ -30,6 +30,13 @@ fn random_weights(ty: GgmlType, rng: &mut Rng, rows: usize, cols: usize) -> Vec<
     w
 }
 
+/// `w` (row-major rows of `cols`) packed into interleaved groups.
+fn packed(ty: GgmlType, cols: usize, w: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; w.len()];
+    pack_rows(ty, cols, w, &mut p);
+    p
+}
+
 fn activations(ty: GgmlType, rng: &mut Rng, n_tok: usize, cols: usize) -> Vec<u8> {
     let x: Vec<f32> = rng.normals(n_tok * cols).iter().map(|v| v * 3.0).collect();
     let vdt = ty.vec_dot_type();
@@ -62,8 +69,7 @@ fn pack_round_trips_and_keeps_size() {
     for ty in PACKED_TYPES {
         for (rows, cols, _) in shapes(ty) {
             let w = random_weights(ty, &mut rng, rows, cols);
-            let mut packed = vec![0u8; w.len()];
-            pack_rows(ty, cols, &w, &mut packed);
+            let packed = packed(ty, cols, &w);
             assert_ne!(packed, w, "{ty}: packing {rows}x{cols} changed nothing");
             let mut back = vec![0u8; w.len()];
             unpack_rows(ty, cols, &packed, &mut back);
@@ -94,8 +100,7 @@ fn packed_kernels_are_bit_identical_to_the_scalar_twin() {
         for level in KernelLevel::supported() {
             for (rows, cols, n_tok) in shapes(ty) {
                 let w = random_weights(ty, &mut rng, rows, cols);
-                let mut packed = vec![0u8; w.len()];
-                pack_rows(ty, cols, &w, &mut packed);
+                let packed = packed(ty, cols, &w);
                 let acts = activations(ty, &mut rng, n_tok, cols);
                 let mut want = vec![0f32; rows * n_tok];
                 let mut got = vec![1f32; rows * n_tok];
@@ -130,8 +135,7 @@ fn packed_agrees_with_row_major() {
     for ty in PACKED_TYPES {
         let (rows, cols, n_tok) = (48, 1024, 4);
         let w = random_weights(ty, &mut rng, rows, cols);
-        let mut packed = vec![0u8; w.len()];
-        pack_rows(ty, cols, &w, &mut packed);
+        let packed = packed(ty, cols, &w);
         let acts = activations(ty, &mut rng, n_tok, cols);
         let mut want = vec![0f32; rows * n_tok];
         let mut got = vec![0f32; rows * n_tok];
@@ -153,8 +157,7 @@ fn summaries_built_once_give_the_same_bits() {
     for ty in PACKED_TYPES {
         for (rows, cols, n_tok) in shapes(ty) {
             let w = random_weights(ty, &mut rng, rows, cols);
-            let mut packed = vec![0u8; w.len()];
-            pack_rows(ty, cols, &w, &mut packed);
+            let packed = packed(ty, cols, &w);
             let acts = activations(ty, &mut rng, n_tok, cols);
             let mut want = vec![0f32; rows * n_tok];
             matmul_packed(ty, cols, &packed, &acts, n_tok, &mut want);
@@ -185,8 +188,7 @@ fn summaries_of_other_activations_are_refused() {
     let (rows, cols) = (16, 256);
     let ty = GgmlType::Q4_0;
     let w = random_weights(ty, &mut rng, rows, cols);
-    let mut packed = vec![0u8; w.len()];
-    pack_rows(ty, cols, &w, &mut packed);
+    let packed = packed(ty, cols, &w);
     let acts = activations(ty, &mut rng, 2, cols);
     let mut sums = ActivationSummaries::new();
     sums.build(ty, &acts[..acts.len() / 2]);
@@ -251,8 +253,7 @@ fn packed_q8_0_is_exact_at_extreme_quants() {
             }
         }
     }
-    let mut packed = vec![0u8; w.len()];
-    pack_rows(ty, cols, &w, &mut packed);
+    let packed = packed(ty, cols, &w);
     let x: Vec<f32> = (0..2 * cols)
         .map(|i| if i % 5 == 0 { 1.0 } else { -1.0 })
         .collect();
@@ -287,8 +288,7 @@ fn packed_q5_k_is_exact_at_extreme_quants() {
     for blk in w.chunks_exact_mut(176) {
         blk[..4].copy_from_slice(&[0x00, 0x3c, 0x00, 0x00]); // d = 1.0, dmin = 0 (f16)
     }
-    let mut packed = vec![0u8; w.len()];
-    pack_rows(ty, cols, &w, &mut packed);
+    let packed = packed(ty, cols, &w);
     let vdt = ty.vec_dot_type();
     let ab = vdt.row_bytes(cols).unwrap();
     let mut acts = vec![0u8; 2 * ab];
@@ -330,8 +330,7 @@ fn q8_k_rows(cols: usize, n_tok: usize, quant: impl Fn(usize, usize) -> i8) -> V
 /// every level: each must give its scalar twin's bits (one token at a time too).
 fn check_extremes(ty: GgmlType, cols: usize, w: &[u8]) {
     let rows = w.len() / ty.row_bytes(cols).unwrap();
-    let mut packed = vec![0u8; w.len()];
-    pack_rows(ty, cols, w, &mut packed);
+    let packed = packed(ty, cols, w);
     let acts = q8_k_rows(cols, 3, |t, i| match t {
         0 => -128,
         1 => 127,

@@ -196,16 +196,18 @@ impl<'a> SharedOut<'a> {
 
 impl Task<'_> {
     fn run(&mut self) {
-        match &mut self.out {
-            TaskOut::Rows(out) => rows_times_tokens(
-                &self.w,
-                self.r0,
-                self.n_rows,
-                self.xq,
-                self.sums,
-                self.n_tok,
-                out,
-            ),
+        let Task {
+            w,
+            xq,
+            sums,
+            n_tok,
+            r0,
+            n_rows,
+            out,
+        } = self;
+        let product = |o: &mut [f32]| rows_times_tokens(w, *r0, *n_rows, xq, *sums, *n_tok, o);
+        match out {
+            TaskOut::Rows(out) => product(out),
             TaskOut::Shared(shared) => TASK_OUT.with(|cell| {
                 // The results land in this thread's buffer (still in cache) and go straight to
                 // their rows of the job's output.
@@ -216,17 +218,9 @@ impl Task<'_> {
                     Err(_) => &mut own,
                 };
                 // Every entry is written by the kernel: no clearing.
-                buf.resize(self.n_rows * self.n_tok, 0.0);
-                rows_times_tokens(
-                    &self.w,
-                    self.r0,
-                    self.n_rows,
-                    self.xq,
-                    self.sums,
-                    self.n_tok,
-                    buf,
-                );
-                shared.write(self.r0, self.n_rows, buf);
+                buf.resize(*n_rows * *n_tok, 0.0);
+                product(buf);
+                shared.write(*r0, *n_rows, buf);
             }),
         }
     }
