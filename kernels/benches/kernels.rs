@@ -1,6 +1,7 @@
 //! Kernel microbenchmarks (divan, one thread), each kernel at every level this CPU supports, so
 //! the scalar twins and the SIMD levels are measured side by side in one run. Types: `Q4_0`,
-//! `Q8_0`, `Q4_K`, `Q5_K`, `Q6_K`, `F16`, `BF16` in the ggml row layout and `Q4_0x8`, `Q8_0x8`,
+//! `Q8_0`, `Q4_K`, `Q5_K`, `Q6_K`, `F16`, `BF16` (and `F32` in `matmul`, a router's type) in the
+//! ggml row layout and `Q4_0x8`, `Q8_0x8`,
 //! `Q4_Kx8`, `Q5_Kx8`, `Q6_Kx8` in the interleaved layouts of `packed/layouts.rs`.
 //!
 //! - `matvec::<TYPE>::<level>`: 4096 × 4096 weights times one activation row (decode).
@@ -95,6 +96,7 @@ weight_types!(
     Q6_K => Q6_K, false;
     F16 => F16, false;
     BF16 => BF16, false;
+    F32 => F32, false;
     Q4_0x8 => Q4_0, true;
     Q4_Kx8 => Q4_K, true;
     Q6_Kx8 => Q6_K, true;
@@ -230,7 +232,7 @@ fn matvec_dram<T: Weights>(bencher: Bencher, level: KernelLevel) {
 /// Prompt processing: 1024 × 4096 weights times 64 activation rows. Counter: flops (`item/s`,
 /// read as FLOP/s).
 #[divan::bench(
-    types = [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, Q4_0x8, Q8_0x8, Q4_Kx8, Q5_Kx8, Q6_Kx8],
+    types = [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, F32, Q4_0x8, Q8_0x8, Q4_Kx8, Q5_Kx8, Q6_Kx8],
     args = levels(),
     max_time = 1,
 )]

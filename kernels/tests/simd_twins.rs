@@ -139,8 +139,10 @@ fn matvec_and_matmul_match_scalar() {
     let mut rng = Rng::new(24);
     for level in simd_levels() {
         for ty in WEIGHT_TYPES {
-            let n = 3 * ty.block_size().max(32);
-            for (rows, tokens) in [(1usize, 1usize), (4, 2), (7, 5), (9, 3)] {
+            // Float types also at a length with a tail shorter than one 8-wide vector.
+            let tail = if ty.block_size() == 1 { 5 } else { 0 };
+            let n = 3 * ty.block_size().max(32) + tail;
+            for (rows, tokens) in [(1usize, 1usize), (4, 2), (7, 5), (9, 3), (5, 8), (3, 13)] {
                 let rb = ty.row_bytes(n).unwrap();
                 let ab = ty.vec_dot_type().row_bytes(n).unwrap();
                 let w: Vec<u8> = (0..rows)
@@ -168,6 +170,32 @@ fn matvec_and_matmul_match_scalar() {
                     }
                 }
                 assert_eq!(w.len(), rows * rb);
+            }
+        }
+    }
+}
+
+/// Float products long enough that their tokens come in several cache blocks (the AVX2 kernel
+/// blocks activations by bytes): every (row, token) still matches the scalar twin.
+#[test]
+fn long_float_matmuls_match_scalar() {
+    let mut rng = Rng::new(25);
+    for level in simd_levels() {
+        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+            let (n, rows, tokens) = (40_003, 3, 11);
+            let w: Vec<u8> = (0..rows)
+                .flat_map(|_| quantize(ty, &rng.normals(n)))
+                .collect();
+            let acts: Vec<u8> = (0..tokens)
+                .flat_map(|_| quantize(ty.vec_dot_type(), &rng.normals(n)))
+                .collect();
+            let mut want = vec![0f32; rows * tokens];
+            matmul_at(KernelLevel::Scalar, ty, n, &w, &acts, tokens, &mut want);
+            let mut got = vec![f32::NAN; rows * tokens];
+            matmul_at(level, ty, n, &w, &acts, tokens, &mut got);
+            for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                let tol = 1e-6 * n as f32;
+                assert!((g - e).abs() <= tol, "{ty} {level} output {i}: {g} vs {e}");
             }
         }
     }

@@ -645,15 +645,21 @@ pub(crate) fn fill(t: &mut KernelTable) {
         k.matmul = Some(matmul_q8_0);
     });
     set(t, GgmlType::Q8_K, |k| k.quantize = quantize_q8_k);
+    use super::float_matmul_avx2::{bf16s, f16s, f32s};
     set(t, GgmlType::F16, |k| {
         k.quantize = quantize_f16;
         k.vec_dot = dot_f16;
+        k.matmul = Some(f16s::matmul);
     });
     set(t, GgmlType::BF16, |k| {
         k.quantize = quantize_bf16;
         k.vec_dot = dot_bf16;
+        k.matmul = Some(bf16s::matmul);
     });
-    set(t, GgmlType::F32, |k| k.vec_dot = dot_f32);
+    set(t, GgmlType::F32, |k| {
+        k.vec_dot = dot_f32;
+        k.matmul = Some(f32s::matmul);
+    });
     set(t, GgmlType::Q4_0, |k| {
         k.vec_dot = dot_q4_0;
         k.matvec = Some(matvec_q4_0);

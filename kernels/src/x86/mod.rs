@@ -175,6 +175,7 @@ macro_rules! pair_drivers {
 pub(crate) mod attention_avx2;
 pub(crate) mod attention_ssse3;
 mod avx2;
+pub(crate) mod float_matmul_avx2;
 pub(crate) mod packed_avx2;
 pub(crate) mod packed_avx512;
 pub(crate) mod packed_k_ssse3;
