@@ -205,21 +205,31 @@ unsafe fn q4_k_tile<const T: usize>(
     acc
 }
 
-/// Decode's product for Q4_K: one token, both halves of each group per super-block column, so
-/// each sub-block's activation quads are broadcast once rather than once per half.
+/// Decode's product for Q4_K and Q5_K: one token, both halves of each group per super-block
+/// column, so each sub-block's activation quads are broadcast once rather than once per half.
+/// `sub_sum(col, s, h, quads, scale)` is half `h`'s scaled dot of sub-block `s` of the column
+/// at `col` with the sub-block's 8 activation quads (32-bit lanes, one row each).
+///
+/// # Safety
+/// As the callers' (`column` is the type's column size; summaries built by `summarize_q8_k`).
+#[inline]
 #[target_feature(enable = "sse2,ssse3")]
-unsafe fn q4_k_one_token(args: &PackedArgs<'_>, out: &mut [f32]) {
+unsafe fn k_one_token(
+    args: &PackedArgs<'_>,
+    out: &mut [f32],
+    column: usize,
+    sub_sum: impl Fn(*const u8, usize, usize, &[__m128i; 8], __m128i) -> __m128i,
+) {
     let nb = args.n_cols / 256;
-    let group_bytes = nb * Q4_K_COLUMN;
-    let low4 = _mm_set1_epi8(0x0f);
+    let group_bytes = nb * column;
     for (g, dst) in out.chunks_exact_mut(PACK_ROWS).enumerate() {
         let mut acc = [_mm_setzero_ps(); 2];
         for b in 0..nb {
-            // SAFETY: column b of group g is Q4_K_COLUMN bytes inside `w` (whole groups); the
+            // SAFETY: column b of group g is `column` bytes inside `w` (whole groups); the
             // token has nb Q8_K blocks and 4 summary words per block (checked by
             // `matmul_packed_at`, built by `summarize_q8_k`).
             unsafe {
-                let col = args.w.as_ptr().add(g * group_bytes + b * Q4_K_COLUMN);
+                let col = args.w.as_ptr().add(g * group_bytes + b * column);
                 let headers = [k_header(col, 0), k_header(col, 1)];
                 let (a, d_a) = q8_k_block(args, 0, b);
                 let mut isum = [_mm_setzero_si128(); 2];
@@ -231,18 +241,7 @@ unsafe fn q4_k_one_token(args: &PackedArgs<'_>, out: &mut [f32]) {
                     ];
                     let quads: [__m128i; 8] = std::array::from_fn(|k| quad(y[k / 4], k % 4));
                     for (h, sum) in isum.iter_mut().enumerate() {
-                        let chunk = col.add(128 + 256 * (s / 2) + 16 * h);
-                        let mut dot = _mm_setzero_si128();
-                        for (k, q) in quads.iter().enumerate() {
-                            let x = _mm_loadu_si128(chunk.add(32 * k) as *const __m128i);
-                            let w = if s % 2 == 0 {
-                                _mm_and_si128(x, low4)
-                            } else {
-                                _mm_and_si128(_mm_srli_epi16::<4>(x), low4)
-                            };
-                            dot = _mm_add_epi16(dot, _mm_maddubs_epi16(w, *q));
-                        }
-                        *sum = _mm_add_epi32(*sum, _mm_madd_epi16(dot, headers[h].0[s]));
+                        *sum = _mm_add_epi32(*sum, sub_sum(col, s, h, &quads, headers[h].0[s]));
                     }
                 }
                 for (h, acc_h) in acc.iter_mut().enumerate() {
@@ -259,6 +258,31 @@ unsafe fn q4_k_one_token(args: &PackedArgs<'_>, out: &mut [f32]) {
             _mm_storeu_ps(dst.as_mut_ptr().add(HALF), acc[1]);
         }
     }
+}
+
+/// Decode's product for Q4_K (see [`k_one_token`]).
+#[target_feature(enable = "sse2,ssse3")]
+unsafe fn q4_k_one_token(args: &PackedArgs<'_>, out: &mut [f32]) {
+    let low4 = _mm_set1_epi8(0x0f);
+    let sub_sum = |col: *const u8, s: usize, h: usize, quads: &[__m128i; 8], scale| {
+        // SAFETY: sub-block s's half h lies inside the column (k_one_token's bound).
+        unsafe {
+            let chunk = col.add(128 + 256 * (s / 2) + 16 * h);
+            let mut dot = _mm_setzero_si128();
+            for (k, q) in quads.iter().enumerate() {
+                let x = _mm_loadu_si128(chunk.add(32 * k) as *const __m128i);
+                let w = if s % 2 == 0 {
+                    _mm_and_si128(x, low4)
+                } else {
+                    _mm_and_si128(_mm_srli_epi16::<4>(x), low4)
+                };
+                dot = _mm_add_epi16(dot, _mm_maddubs_epi16(w, *q));
+            }
+            _mm_madd_epi16(dot, scale)
+        }
+    };
+    // SAFETY: the caller's contract, passed on.
+    unsafe { k_one_token(args, out, Q4_K_COLUMN, sub_sum) }
 }
 
 /// The top bit `c` (0..8) of each byte of `h`, moved to bit 4 (16-bit shifts; the mask keeps
@@ -344,66 +368,37 @@ unsafe fn q5_k_tile<const T: usize>(
     acc
 }
 
-/// Decode's product for Q5_K, both halves per super-block column as in [`q4_k_one_token`].
+/// Decode's product for Q5_K (see [`k_one_token`]).
 #[target_feature(enable = "sse2,ssse3")]
 unsafe fn q5_k_one_token(args: &PackedArgs<'_>, out: &mut [f32]) {
-    let nb = args.n_cols / 256;
-    let group_bytes = nb * Q5_K_COLUMN;
     let low4 = _mm_set1_epi8(0x0f);
-    for (g, dst) in out.chunks_exact_mut(PACK_ROWS).enumerate() {
-        let mut acc = [_mm_setzero_ps(); 2];
-        for b in 0..nb {
-            // SAFETY: column b of group g is Q5_K_COLUMN bytes inside `w` (whole groups); the
-            // token has nb Q8_K blocks and 4 summary words per block (checked by
-            // `matmul_packed_at`, built by `summarize_q8_k`).
-            unsafe {
-                let col = args.w.as_ptr().add(g * group_bytes + b * Q5_K_COLUMN);
-                let headers = [k_header(col, 0), k_header(col, 1)];
-                let (a, d_a) = q8_k_block(args, 0, b);
-                let mut isum = [_mm_setzero_si128(); 2];
-                for s in 0..8 {
-                    let y = a.add(4 + 32 * s);
-                    let y = [
-                        _mm_loadu_si128(y as *const __m128i),
-                        _mm_loadu_si128(y.add(16) as *const __m128i),
-                    ];
-                    let quads: [__m128i; 8] = std::array::from_fn(|c| quad(y[c / 4], c % 4));
-                    for (h, sum) in isum.iter_mut().enumerate() {
-                        // Sub-block s: A0..A3 then H, 32 bytes each, this half's 16 of each.
-                        let sub = col.add(128 + 160 * s + 16 * h);
-                        let tops = _mm_loadu_si128(sub.add(128) as *const __m128i);
-                        let scale = headers[h].0[s];
-                        // Quads 0..4 and 4..8 each summed in 16 bits (4 results at most).
-                        for part in 0..2 {
-                            let mut dot = _mm_setzero_si128();
-                            for c in 4 * part..4 * part + 4 {
-                                let x = _mm_loadu_si128(sub.add(32 * (c / 2)) as *const __m128i);
-                                let nibble = if c % 2 == 0 {
-                                    _mm_and_si128(x, low4)
-                                } else {
-                                    _mm_and_si128(_mm_srli_epi16::<4>(x), low4)
-                                };
-                                let q = _mm_or_si128(nibble, top_bit(tops, c));
-                                dot = _mm_add_epi16(dot, _mm_maddubs_epi16(q, quads[c]));
-                            }
-                            *sum = _mm_add_epi32(*sum, _mm_madd_epi16(dot, scale));
-                        }
-                    }
-                }
-                for (h, acc_h) in acc.iter_mut().enumerate() {
-                    let d = widen_f16(_mm_loadl_epi64(col.add(8 * h) as *const __m128i));
-                    let dmin = widen_f16(_mm_loadl_epi64(col.add(16 + 8 * h) as *const __m128i));
-                    let pairs = args.act_s.as_ptr().add(b * 4);
-                    *acc_h = add_k_block(*acc_h, (d, dmin, d_a), isum[h], &headers[h].1, pairs);
-                }
-            }
-        }
-        // SAFETY: dst has exactly 8 f32.
+    let sub_sum = |col: *const u8, s: usize, h: usize, quads: &[__m128i; 8], scale| {
+        // SAFETY: sub-block s's half h lies inside the column (k_one_token's bound).
         unsafe {
-            _mm_storeu_ps(dst.as_mut_ptr(), acc[0]);
-            _mm_storeu_ps(dst.as_mut_ptr().add(HALF), acc[1]);
+            // Sub-block s: A0..A3 then H, 32 bytes each, this half's 16 of each.
+            let sub = col.add(128 + 160 * s + 16 * h);
+            let tops = _mm_loadu_si128(sub.add(128) as *const __m128i);
+            // Quads 0..4 and 4..8 each summed in 16 bits (4 results at most).
+            let mut sum = _mm_setzero_si128();
+            for part in 0..2 {
+                let mut dot = _mm_setzero_si128();
+                for c in 4 * part..4 * part + 4 {
+                    let x = _mm_loadu_si128(sub.add(32 * (c / 2)) as *const __m128i);
+                    let nibble = if c % 2 == 0 {
+                        _mm_and_si128(x, low4)
+                    } else {
+                        _mm_and_si128(_mm_srli_epi16::<4>(x), low4)
+                    };
+                    let q = _mm_or_si128(nibble, top_bit(tops, c));
+                    dot = _mm_add_epi16(dot, _mm_maddubs_epi16(q, quads[c]));
+                }
+                sum = _mm_add_epi32(sum, _mm_madd_epi16(dot, scale));
+            }
+            sum
         }
-    }
+    };
+    // SAFETY: the caller's contract, passed on.
+    unsafe { k_one_token(args, out, Q5_K_COLUMN, sub_sum) }
 }
 
 /// Half `h` of a Q6_K group at `wg` times tokens `t0..t0 + T`: per super-block,
