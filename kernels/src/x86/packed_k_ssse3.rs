@@ -271,7 +271,7 @@ unsafe fn q4_k_one_token(args: &PackedArgs<'_>, out: &mut [f32]) {
             let mut dot = _mm_setzero_si128();
             for (k, q) in quads.iter().enumerate() {
                 let x = _mm_loadu_si128(chunk.add(32 * k) as *const __m128i);
-                let w = if s % 2 == 0 {
+                let w = if s.is_multiple_of(2) {
                     _mm_and_si128(x, low4)
                 } else {
                     _mm_and_si128(_mm_srli_epi16::<4>(x), low4)
