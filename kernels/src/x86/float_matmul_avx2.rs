@@ -13,21 +13,14 @@
 
 use std::arch::x86_64::*;
 
+use super::avx2::hsum_ps as hsum;
+
 /// Rows per tile.
 const ROWS: usize = 2;
 /// Tokens per tile.
 const TOKENS: usize = 4;
 /// Activation bytes of one block of tokens (a multiple of [`TOKENS`]): about half of L2.
 const TOKEN_BLOCK_BYTES: usize = 256 << 10;
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
-}
 
 /// One float type: its size and how 8 of them (or one) become f32.
 macro_rules! float_matmul {
