@@ -71,6 +71,29 @@ impl KernelLevel {
             .collect()
     }
 
+    /// The levels the test suites compare with the scalar twins: every supported level, or, if
+    /// `MOE_EDGE_TEST_LEVELS` names some (comma-separated), only those of them this CPU supports.
+    /// The AVX-512 emulator run (`tools/avx512-emu`) sets it to the AVX-512 levels: the others
+    /// are tested on the host and under QEMU at native or near-native speed, and an instruction
+    /// emulator is too slow to repeat them. Unknown names are an error, not silently no tests.
+    pub fn under_test() -> Vec<KernelLevel> {
+        let Ok(list) = std::env::var("MOE_EDGE_TEST_LEVELS") else {
+            return KernelLevel::supported();
+        };
+        let wanted: Vec<KernelLevel> = list
+            .split(',')
+            .map(|name| {
+                name.trim().parse().unwrap_or_else(|_| {
+                    panic!("MOE_EDGE_TEST_LEVELS: {name:?} is not a kernel level")
+                })
+            })
+            .collect();
+        KernelLevel::supported()
+            .into_iter()
+            .filter(|l| wanted.contains(l))
+            .collect()
+    }
+
     /// The best level this CPU supports.
     pub fn best_supported() -> KernelLevel {
         *KernelLevel::supported()

@@ -37,7 +37,7 @@ fn vec_dot_matches_dequantized_reference() {
             let w = quantize(ty, &rng.normals(n));
             let a = quantize(ty.vec_dot_type(), &rng.normals(n));
             let (want, scale) = reference(ty, n, &w, &a);
-            for level in KernelLevel::supported() {
+            for level in KernelLevel::under_test() {
                 let got = vec_dot_at(level, ty, n, &w, &a) as f64;
                 // Q8_1 stores s = d·Σq rounded to f16, so the min term of Q4_1/Q5_1 carries a
                 // 2^-11 relative error the dequantized reference does not have.
@@ -126,7 +126,7 @@ fn matvec_and_matmul_agree_with_vec_dot() {
                     })
                 })
                 .collect();
-            for level in KernelLevel::supported() {
+            for level in KernelLevel::under_test() {
                 let mut out = vec![f32::NAN; rows * tokens];
                 matmul_at(level, ty, n, &w, &acts, tokens, &mut out);
                 for t in 0..tokens {

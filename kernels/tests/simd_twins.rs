@@ -7,7 +7,7 @@ use common::*;
 use moe_edge_kernels::*;
 
 fn simd_levels() -> Vec<KernelLevel> {
-    let levels: Vec<KernelLevel> = KernelLevel::supported()
+    let levels: Vec<KernelLevel> = KernelLevel::under_test()
         .into_iter()
         .filter(|&l| l != KernelLevel::Scalar)
         .collect();
@@ -33,25 +33,26 @@ fn awkward(rng: &mut Rng, n: usize) -> Vec<f32> {
 #[test]
 fn quantizers_are_byte_identical() {
     let mut rng = Rng::new(21);
-    for level in simd_levels() {
-        for nb in [1usize, 2, 3, 5, 7, 9] {
-            let x = awkward(&mut rng, 256 * nb);
-            for ty in [
-                GgmlType::Q8_0,
-                GgmlType::Q8_1,
-                GgmlType::Q8_K,
-                GgmlType::F16,
-                GgmlType::BF16,
-                GgmlType::F32,
+    let levels = simd_levels();
+    for nb in [1usize, 2, 3, 5, 7, 9] {
+        let x = awkward(&mut rng, 256 * nb);
+        for ty in [
+            GgmlType::Q8_0,
+            GgmlType::Q8_1,
+            GgmlType::Q8_K,
+            GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::F32,
+        ] {
+            for len in [
+                x.len(),
+                x.len() - ty.block_size().max(32) + if ty.block_size() == 1 { 7 } else { 0 },
             ] {
-                for len in [
-                    x.len(),
-                    x.len() - ty.block_size().max(32) + if ty.block_size() == 1 { 7 } else { 0 },
-                ] {
-                    if len % ty.block_size() != 0 {
-                        continue;
-                    }
-                    let want = quantize(ty, &x[..len]);
+                if len % ty.block_size() != 0 {
+                    continue;
+                }
+                let want = quantize(ty, &x[..len]);
+                for &level in &levels {
                     let mut got = vec![0u8; want.len()];
                     quantize_activation_at(level, ty, &x[..len], &mut got);
                     assert_eq!(got, want, "{ty} at {level}, {len} values");
@@ -64,11 +65,12 @@ fn quantizers_are_byte_identical() {
 #[test]
 fn dequantize_is_identical() {
     let mut rng = Rng::new(22);
-    for level in simd_levels() {
-        for ty in GgmlType::ALL {
-            let n = 256 * 3;
-            let q = quantize(ty, &rng.normals(n));
-            let want = dequantize(ty, &q, n);
+    let levels = simd_levels();
+    for ty in GgmlType::ALL {
+        let n = 256 * 3;
+        let q = quantize(ty, &rng.normals(n));
+        let want = dequantize(ty, &q, n);
+        for &level in &levels {
             let mut got = vec![0f32; n];
             dequantize_row_at(level, ty, &q, &mut got);
             assert!(
@@ -105,25 +107,26 @@ fn term_scale(w: &[f32], a: &[f32]) -> f64 {
 #[test]
 fn vec_dot_matches_scalar() {
     let mut rng = Rng::new(23);
-    for level in simd_levels() {
-        for ty in WEIGHT_TYPES {
-            let bs = ty.block_size().max(32);
-            for nb in [1usize, 2, 3, 5, 7, 11, 17, 33] {
-                // F32/F16/BF16 also at lengths that are not multiples of their 32-wide loops.
-                for extra in if ty.block_size() == 1 {
-                    vec![0usize, 1, 7, 13]
-                } else {
-                    vec![0]
-                } {
-                    let n = nb * bs + extra;
-                    let w = quantize(ty, &awkward(&mut rng, n));
-                    let a = quantize(ty.vec_dot_type(), &rng.normals(n));
-                    let want = vec_dot_at(KernelLevel::Scalar, ty, n, &w, &a) as f64;
+    let levels = simd_levels();
+    for ty in WEIGHT_TYPES {
+        let bs = ty.block_size().max(32);
+        for nb in [1usize, 2, 3, 5, 7, 11, 17, 33] {
+            // F32/F16/BF16 also at lengths that are not multiples of their 32-wide loops.
+            for extra in if ty.block_size() == 1 {
+                vec![0usize, 1, 7, 13]
+            } else {
+                vec![0]
+            } {
+                let n = nb * bs + extra;
+                let w = quantize(ty, &awkward(&mut rng, n));
+                let a = quantize(ty.vec_dot_type(), &rng.normals(n));
+                let want = vec_dot_at(KernelLevel::Scalar, ty, n, &w, &a) as f64;
+                let wf = dequantize(ty, &w, n);
+                let af = dequantize(ty.vec_dot_type(), &a, n);
+                let scale = term_scale(&wf, &af);
+                let tol = 1e-6 * scale + 1e-30;
+                for &level in &levels {
                     let got = vec_dot_at(level, ty, n, &w, &a) as f64;
-                    let wf = dequantize(ty, &w, n);
-                    let af = dequantize(ty.vec_dot_type(), &a, n);
-                    let scale = term_scale(&wf, &af);
-                    let tol = 1e-6 * scale + 1e-30;
                     assert!(
                         (got - want).abs() <= tol,
                         "{ty} n={n} at {level}: {got} vs scalar {want} (tol {tol})"
@@ -137,22 +140,24 @@ fn vec_dot_matches_scalar() {
 #[test]
 fn matvec_and_matmul_match_scalar() {
     let mut rng = Rng::new(24);
-    for level in simd_levels() {
-        for ty in WEIGHT_TYPES {
-            // Float types also at a length with a tail shorter than one 8-wide vector.
-            let tail = if ty.block_size() == 1 { 5 } else { 0 };
-            let n = 3 * ty.block_size().max(32) + tail;
-            for (rows, tokens) in [(1usize, 1usize), (4, 2), (7, 5), (9, 3), (3, 2)] {
-                let rb = ty.row_bytes(n).unwrap();
-                let ab = ty.vec_dot_type().row_bytes(n).unwrap();
-                let w: Vec<u8> = (0..rows)
-                    .flat_map(|_| quantize(ty, &rng.normals(n)))
-                    .collect();
-                let acts: Vec<u8> = (0..tokens)
-                    .flat_map(|_| quantize(ty.vec_dot_type(), &rng.normals(n)))
-                    .collect();
-                let mut want = vec![0f32; rows * tokens];
-                matmul_at(KernelLevel::Scalar, ty, n, &w, &acts, tokens, &mut want);
+    let levels = simd_levels();
+    for ty in WEIGHT_TYPES {
+        // Float types also at a length with a tail shorter than one 8-wide vector.
+        let tail = if ty.block_size() == 1 { 5 } else { 0 };
+        let n = 3 * ty.block_size().max(32) + tail;
+        for (rows, tokens) in [(1usize, 1usize), (4, 2), (7, 5), (9, 3), (3, 2)] {
+            let rb = ty.row_bytes(n).unwrap();
+            let ab = ty.vec_dot_type().row_bytes(n).unwrap();
+            let w: Vec<u8> = (0..rows)
+                .flat_map(|_| quantize(ty, &rng.normals(n)))
+                .collect();
+            let acts: Vec<u8> = (0..tokens)
+                .flat_map(|_| quantize(ty.vec_dot_type(), &rng.normals(n)))
+                .collect();
+            let mut want = vec![0f32; rows * tokens];
+            matmul_at(KernelLevel::Scalar, ty, n, &w, &acts, tokens, &mut want);
+            assert_eq!(w.len(), rows * rb);
+            for &level in &levels {
                 let mut got = vec![0f32; rows * tokens];
                 matmul_at(level, ty, n, &w, &acts, tokens, &mut got);
                 for t in 0..tokens {
@@ -169,7 +174,6 @@ fn matvec_and_matmul_match_scalar() {
                         assert!((mv[r] - e).abs() <= tol, "{ty} {level} matvec r{r} t{t}");
                     }
                 }
-                assert_eq!(w.len(), rows * rb);
             }
         }
     }
@@ -232,7 +236,7 @@ fn stream_read_sees_every_byte() {
     for len in [0usize, 1, 100, 511, 512, 513, 1100, 2048 + 77] {
         let mut buf: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         let mut simd_sum = None;
-        for level in KernelLevel::supported() {
+        for level in KernelLevel::under_test() {
             let sum = stream_read_at(level, &buf);
             for i in 0..len {
                 buf[i] ^= 0x5a;

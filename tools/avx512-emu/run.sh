@@ -16,6 +16,7 @@
 #
 #   tools/avx512-emu/run.sh            # build, boot, run; exit status = tests' verdict
 #   EMU_TIMEOUT=2400 tools/avx512-emu/run.sh
+#   EMU_ROUNDS=5 EMU_TIMEOUT=3600 tools/avx512-emu/run.sh   # repeat the run: look for flakiness
 #   EMU_CPU=tigerlake EMU_CLEARCPUID=rdpid EMU_KERNEL_ARGS="loglevel=7" tools/avx512-emu/run.sh
 set -euo pipefail
 
@@ -81,7 +82,7 @@ PROMPT 0
 TIMEOUT 0
 LABEL tests
   KERNEL /vmlinuz
-  APPEND initrd=/initrd.img console=ttyS0 loglevel=4 nopku noxsaves clearcpuid=pku,ospke,xsaves,xsavec${EMU_CLEARCPUID:+,$EMU_CLEARCPUID} mitigations=off lpj=100000 ${EMU_KERNEL_ARGS:-}
+  APPEND initrd=/initrd.img console=ttyS0 loglevel=4 nopku noxsaves clearcpuid=pku,ospke,xsaves,xsavec${EMU_CLEARCPUID:+,$EMU_CLEARCPUID} mitigations=off lpj=100000 moe_emu_rounds=${EMU_ROUNDS:-1} ${EMU_KERNEL_ARGS:-}
 EOF
 genisoimage -quiet -o boot.iso -b isolinux/isolinux.bin -c isolinux/boot.cat \
     -no-emul-boot -boot-load-size 4 -boot-info-table -J -R iso
