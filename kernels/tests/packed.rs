@@ -14,18 +14,33 @@ const PACKED_TYPES: [GgmlType; 5] = [
     GgmlType::Q6_K,
 ];
 
+/// Rows of `ty` with random quants and scales, written directly as bytes: every quant value
+/// (Q8_0's -128 too, which ggml's quantizer never writes) and every 6-bit scale and min of the
+/// K-quants occurs, and no floating-point quantizer runs (the AVX-512 emulator does floating
+/// point in software). The f16 block scales are finite, of either sign for the legacy types,
+/// between 2^-8 and 2^-4 in magnitude.
 fn random_weights(ty: GgmlType, rng: &mut Rng, rows: usize, cols: usize) -> Vec<u8> {
-    // Row-dependent offsets give the K-quants' mins something to do.
-    let x: Vec<f32> = rng
-        .normals(rows * cols)
-        .iter()
-        .enumerate()
-        .map(|(i, v)| v + ((i / cols) % 3) as f32 * 0.7)
-        .collect();
     let rb = ty.row_bytes(cols).unwrap();
-    let mut w = vec![0u8; rows * rb];
-    for (src, dst) in x.chunks_exact(cols).zip(w.chunks_exact_mut(rb)) {
-        quantize_row_ref(ty, src, dst);
+    let mut w: Vec<u8> = (0..rows * rb).map(|_| rng.next_u64() as u8).collect();
+    let mut f16 = |signed: bool| -> [u8; 2] {
+        let r = rng.next_u64();
+        let sign = if signed && r & 1 == 1 { 0x8000 } else { 0 };
+        let bits = sign | (0x1C00 + (r >> 8) as u16 % 0x1000);
+        bits.to_le_bytes()
+    };
+    // (block bytes, offsets of f16 scales, signed) per type.
+    let (block, scales, signed): (usize, &[usize], bool) = match ty {
+        GgmlType::Q4_0 => (18, &[0], true),
+        GgmlType::Q8_0 => (34, &[0], true),
+        GgmlType::Q4_K => (144, &[0, 2], false),
+        GgmlType::Q5_K => (176, &[0, 2], false),
+        GgmlType::Q6_K => (210, &[208], true),
+        _ => unreachable!("{ty} is not packed"),
+    };
+    for blk in w.chunks_exact_mut(block) {
+        for &at in scales {
+            blk[at..at + 2].copy_from_slice(&f16(signed));
+        }
     }
     w
 }

@@ -3,7 +3,7 @@
 #
 # QEMU's TCG cannot execute AVX-512, so this boots a stock Debian kernel under Bochs with an
 # initramfs that holds the test binaries, built static, and a small `/init` (init.rs) that runs
-# them one by one. Every test that loops over `KernelLevel::supported()` then also runs at the
+# them one by one. Every test that loops over `KernelLevel::under_test()` then runs at the
 # avx512 level (and avx512vnni, with a CPU model that has VNNI).
 #
 # The CPU model is Bochs 2.7's Skylake-X (AVX-512 F/CD/BW/DQ/VL, no VNNI): the Debian 6.1 kernel
@@ -12,9 +12,22 @@
 #
 # Needs (Debian): bochs bochsbios bochs-term isolinux syslinux-common genisoimage cpio, and the
 # rustup target x86_64-unknown-linux-gnu. The kernel package is downloaded, not installed.
-# `.ci/run` installs these. Takes about 10 minutes on 2 cores, most of it booting.
+# `.ci/run` installs these. Takes about 4 minutes on 2 cores: 1 to build, 1 to boot, 2 to test.
 #
-#   tools/avx512-emu/run.sh            # build, boot, run; exit status = tests' verdict
+# Only the AVX-512 levels are compared with the scalar twins here (`MOE_EDGE_TEST_LEVELS`, set
+# by init.rs): the host and QEMU test the others, and Bochs does floating point in software.
+#
+# Known problem: the emulated machine sometimes stops making progress (Bochs keeps running, the
+# console stays silent), at random points (mid-test, between tests, after a binary exits),
+# more often the longer a run lasts: 2 of 2 CI runs of the former 7-minute workload, and about
+# half of the repeated runs here (EMU_ROUNDS) by their second round. Neither `idle=halt`,
+# `intel_idle.max_cstate=0`, `clocksource=hpet tsc=unstable`, hiding XSAVEOPT, nor reporting
+# through the kernel log instead of the tty changed that. So the script notices a silent
+# console (EMU_STALL seconds), boots again (EMU_ATTEMPTS), and exits 3, not 1, when every
+# attempt stalled: `.ci/run` then warns instead of failing. A test failure is always exit 1.
+#
+#   tools/avx512-emu/run.sh            # build, boot, run; exit 0 ok, 1 failed, 3 stalled
+#   EMU_ATTEMPTS=2 EMU_STALL=150 tools/avx512-emu/run.sh   # as .ci/run does
 #   EMU_TIMEOUT=2400 tools/avx512-emu/run.sh
 #   EMU_ROUNDS=5 EMU_TIMEOUT=3600 tools/avx512-emu/run.sh   # repeat the run: look for flakiness
 #   EMU_CPU=tigerlake EMU_CLEARCPUID=rdpid EMU_KERNEL_ARGS="loglevel=7" tools/avx512-emu/run.sh
@@ -23,6 +36,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${EMU_WORK:-$ROOT/target/avx512-emu}
 TIMEOUT=${EMU_TIMEOUT:-1800}
+STALL=${EMU_STALL:-240}
+ATTEMPTS=${EMU_ATTEMPTS:-1}
 TARGET=x86_64-unknown-linux-gnu
 mkdir -p "$WORK"
 cd "$WORK"
@@ -110,32 +125,55 @@ debug: action=ignore
 clock: sync=none, time0=local
 EOF
 echo c > debugger.rc # Debian's Bochs starts in its debugger: continue
-rm -f serial.out
-echo "avx512-emu: booting Bochs (${EMU_CPU:-corei7_skylake_x}), up to ${TIMEOUT}s"
-start=$(date +%s)
-# The term display needs a terminal: `script` gives it one; stdin stays open until killed.
-(sleep "$TIMEOUT" | TERM=xterm script -qfc "bochs-bin -q -f $WORK/bochsrc -rc $WORK/debugger.rc" /dev/null \
-    > bochs.stdout 2>&1) &
-runner=$!
-verdict=timeout
-while [ $(($(date +%s) - start)) -lt "$TIMEOUT" ]; do
-    if grep -q "moe-edge-emu: done" serial.out 2>/dev/null; then
-        verdict=$(grep -o "moe-edge-emu: done [A-Za-z]*" serial.out | awk '{print $3}')
-        break
-    fi
-    if ! kill -0 "$runner" 2>/dev/null; then verdict=exited; break; fi
-    sleep 5
-done
-pkill -f "bochs-bin -q -f $WORK/bochsrc" 2>/dev/null || true
-kill "$runner" 2>/dev/null || true
-wait "$runner" 2>/dev/null || true
-elapsed=$(($(date +%s) - start))
 
-grep -a -E "moe-edge-emu|test result|FAILED|panicked|failures:|^test .* \.\.\. FAILED" serial.out || true
-echo "avx512-emu: ${elapsed}s in the emulator, verdict: $verdict"
+# Boots once and waits for the summary line. Sets `verdict`: ok, FAILED, exited (Bochs stopped),
+# stalled (no console output for STALL seconds: the longest test prints within a minute here)
+# or timeout.
+boot_and_wait() {
+    rm -f serial.out
+    local start=$(date +%s) last_size=-1 last_change=$(date +%s) size now
+    # The term display needs a terminal: `script` gives it one; stdin stays open until killed.
+    (sleep "$TIMEOUT" | TERM=xterm script -qfc "bochs-bin -q -f $WORK/bochsrc -rc $WORK/debugger.rc" \
+        /dev/null > bochs.stdout 2>&1) &
+    local runner=$!
+    verdict=timeout
+    while now=$(date +%s) && [ $((now - start)) -lt "$TIMEOUT" ]; do
+        sleep 5
+        if grep -q "moe-edge-emu: done" serial.out 2>/dev/null; then
+            verdict=$(grep -o "moe-edge-emu: done [A-Za-z]*" serial.out | awk '{print $3}')
+            break
+        fi
+        if ! pgrep -f "bochs-bin -q -f $WORK/bochsrc" >/dev/null; then verdict=exited; break; fi
+        size=$(stat -c %s serial.out 2>/dev/null || echo 0)
+        if [ "$size" != "$last_size" ]; then
+            last_size=$size last_change=$now
+        elif [ $((now - last_change)) -ge "$STALL" ]; then
+            verdict=stalled
+            break
+        fi
+    done
+    pkill -f "bochs-bin -q -f $WORK/bochsrc" 2>/dev/null || true
+    pkill -P "$runner" 2>/dev/null || true
+    kill "$runner" 2>/dev/null || true
+    wait "$runner" 2>/dev/null || true
+    elapsed=$(($(date +%s) - start))
+}
+
+for attempt in $(seq 1 "$ATTEMPTS"); do
+    echo "avx512-emu: booting Bochs (${EMU_CPU:-corei7_skylake_x}), up to ${TIMEOUT}s, attempt $attempt of $ATTEMPTS"
+    boot_and_wait
+    grep -a -E "moe-edge-emu|test result|FAILED|panicked|failures:|^test .* \.\.\. FAILED" serial.out || true
+    echo "avx512-emu: ${elapsed}s in the emulator, verdict: $verdict"
+    [ "$verdict" = stalled ] || break
+    echo "avx512-emu: the tail of the serial console:" >&2
+    tail -n 5 serial.out >&2 || true
+done
 if [ "$verdict" != ok ]; then
     echo "avx512-emu: the tail of the serial console:" >&2
     tail -n 40 serial.out >&2 || true
+    # Exit status 3: every attempt stalled (the emulated machine stopped making progress); no
+    # test failed. Anything else that is not ok: 1.
+    [ "$verdict" = stalled ] && exit 3
     exit 1
 fi
 grep -q "moe-edge-emu: cpu avx512f=true" serial.out || {
