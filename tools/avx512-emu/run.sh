@@ -19,12 +19,12 @@
 #
 # Known problem: the emulated machine sometimes stops making progress (Bochs keeps running, the
 # console stays silent), at random points (mid-test, between tests, after a binary exits),
-# more often the longer a run lasts: 2 of 2 CI runs of the former 7-minute workload, and about
-# half of the repeated runs here (EMU_ROUNDS) by their second round. Neither `idle=halt`,
-# `intel_idle.max_cstate=0`, `clocksource=hpet tsc=unstable`, hiding XSAVEOPT, nor reporting
-# through the kernel log instead of the tty changed that. So the script notices a silent
-# console (EMU_STALL seconds), boots again (EMU_ATTEMPTS), and exits 3, not 1, when every
-# attempt stalled: `.ci/run` then warns instead of failing. A test failure is always exit 1.
+# more often the longer a run lasts: 2 of 2 CI runs of the former 7-minute workload, and
+# both boots here that repeated the suite 4 times (EMU_ROUNDS), in rounds 2 and 3. Hiding
+# XSAVEOPT did not change that (BENCHMARKS.md has the rest of what was tried). So the script
+# notices a silent console (EMU_STALL seconds), boots again (EMU_ATTEMPTS), and exits 3, not
+# 1, when every attempt stalled: `.ci/run` then warns instead of failing. A test failure is
+# always exit 1.
 #
 #   tools/avx512-emu/run.sh            # build, boot, run; exit 0 ok, 1 failed, 3 stalled
 #   EMU_ATTEMPTS=2 EMU_STALL=150 tools/avx512-emu/run.sh   # as .ci/run does
