@@ -20,8 +20,9 @@
 # Known problem: the emulated machine sometimes stops making progress (Bochs keeps running, the
 # console stays silent), at random points (mid-test, between tests, after a binary exits),
 # more often the longer a run lasts: 2 of 2 CI runs of the former 7-minute workload, and
-# both boots here that repeated the suite 4 times (EMU_ROUNDS), in rounds 2 and 3. Hiding
-# XSAVEOPT did not change that (BENCHMARKS.md has the rest of what was tried). So the script
+# both boots here that repeated that workload 4 times (EMU_ROUNDS), in rounds 2 and 3. Hiding
+# XSAVEOPT did not change that (BENCHMARKS.md has the rest of what was tried). With today's
+# lighter test data, two boots of 4 rounds each finished; still, the script
 # notices a silent console (EMU_STALL seconds), boots again (EMU_ATTEMPTS), and exits 3, not
 # 1, when every attempt stalled: `.ci/run` then warns instead of failing. A test failure is
 # always exit 1.
