@@ -343,6 +343,20 @@ mod attention {
     }
 }
 
+/// SwiGLU over one OLMoE expert's hidden width (1024) times 16 tokens. Counter: values
+/// (`item/s`).
+#[divan::bench(args = levels(), max_time = 1)]
+fn swiglu_expert(bencher: Bencher, level: KernelLevel) {
+    let n = 1024 * 16;
+    let gate0: Vec<f32> = normals(11, n).iter().map(|x| 4.0 * x).collect();
+    let up = normals(12, n);
+    let mut gate = gate0.clone();
+    bencher.counter(ItemsCount::new(n)).bench_local(|| {
+        gate.copy_from_slice(&gate0);
+        moe_edge_kernels::swiglu_at(level, black_box(&mut gate), black_box(&up));
+    });
+}
+
 /// Memory bandwidth: one pass over 128 MiB at the active level (`MOE_EDGE_KERNELS` lowers it).
 /// Counter: bytes (GB/s).
 #[divan::bench(args = [active_level()], max_time = 1)]

@@ -51,6 +51,11 @@ pub fn swiglu_at(level: KernelLevel, gate: &mut [f32], up: &[f32]) {
             // SAFETY: the level is supported, so AVX2 (and AVX's rounding) is present.
             unsafe { swiglu_avx2(gate, up) }
         }
+        #[cfg(target_arch = "x86_64")]
+        KernelLevel::Ssse3 => {
+            // SAFETY: SSE2 is part of every x86-64 CPU.
+            unsafe { swiglu_sse2(gate, up) }
+        }
         #[cfg(target_arch = "aarch64")]
         KernelLevel::Neon | KernelLevel::NeonDotprod => {
             // SAFETY: the level is supported, so NEON is present.
@@ -128,6 +133,50 @@ unsafe fn swiglu_avx2(gate: &mut [f32], up: &[f32]) {
         }
     }
     swiglu_scalar(&mut gate[n8..], &up[n8..]);
+}
+
+/// The SSSE3 level's form (it needs only SSE2). SSE2 has no rounding instruction: `cvtps2dq`
+/// rounds to nearest, ties to even (the MXCSR default), as `round_ties_even` does, wherever
+/// `t` is kept (n ≤ 126); lanes past |x| = 87, where it may return 0x80000000, are masked.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+unsafe fn swiglu_sse2(gate: &mut [f32], up: &[f32]) {
+    use std::arch::x86_64::*;
+    let n4 = gate.len() / 4 * 4;
+    let sign = _mm_set1_ps(-0.0);
+    let one = _mm_set1_ps(1.0);
+    for i in (0..n4).step_by(4) {
+        // SAFETY: i + 4 <= n4 <= both lengths (equal, asserted by the caller).
+        unsafe {
+            let pg = gate.as_mut_ptr().add(i);
+            let x = _mm_loadu_ps(pg);
+            let a = _mm_andnot_ps(sign, x);
+            let ni = _mm_cvtps_epi32(_mm_mul_ps(a, _mm_set1_ps(LOG2E)));
+            let n = _mm_cvtepi32_ps(ni);
+            let r = _mm_add_ps(
+                _mm_sub_ps(_mm_mul_ps(n, _mm_set1_ps(LN2_HI)), a),
+                _mm_mul_ps(n, _mm_set1_ps(LN2_LO)),
+            );
+            let mut p = _mm_set1_ps(TAYLOR[0]);
+            for c in &TAYLOR[1..] {
+                p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(*c));
+            }
+            let p = _mm_add_ps(_mm_mul_ps(_mm_add_ps(_mm_mul_ps(p, r), one), r), one);
+            let cap = _mm_set1_epi32(126);
+            let over = _mm_cmpgt_epi32(ni, cap);
+            let ni = _mm_or_si128(_mm_and_si128(over, cap), _mm_andnot_si128(over, ni));
+            let scale =
+                _mm_castsi128_ps(_mm_slli_epi32::<23>(_mm_sub_epi32(_mm_set1_epi32(127), ni)));
+            let keep = _mm_cmple_ps(a, _mm_set1_ps(T_ZERO_ABOVE));
+            // NaN: the comparison fails, t = 0, and x · … stays NaN.
+            let t = _mm_and_ps(keep, _mm_mul_ps(p, scale));
+            let nonneg = _mm_cmpge_ps(x, _mm_setzero_ps());
+            let num = _mm_or_ps(_mm_and_ps(nonneg, one), _mm_andnot_ps(nonneg, t));
+            let s = _mm_mul_ps(x, _mm_div_ps(num, _mm_add_ps(one, t)));
+            _mm_storeu_ps(pg, _mm_mul_ps(s, _mm_loadu_ps(up.as_ptr().add(i))));
+        }
+    }
+    swiglu_scalar(&mut gate[n4..], &up[n4..]);
 }
 
 #[cfg(target_arch = "aarch64")]
