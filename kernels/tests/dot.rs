@@ -106,12 +106,7 @@ fn matvec_and_matmul_agree_with_vec_dot() {
             let n = nb * block_elems(ty);
             let rb = ty.row_bytes(n).unwrap();
             let ab = ty.vec_dot_type().row_bytes(n).unwrap();
-            let w: Vec<u8> = (0..rows)
-                .flat_map(|_| quantize(ty, &rng.normals(n)))
-                .collect();
-            let acts: Vec<u8> = (0..tokens)
-                .flat_map(|_| quantize(ty.vec_dot_type(), &rng.normals(n)))
-                .collect();
+            let (w, acts) = random_product(ty, &mut rng, n, rows, tokens);
             let want: Vec<f32> = (0..tokens)
                 .flat_map(|t| {
                     let (w, acts) = (&w, &acts);

@@ -142,14 +142,7 @@ fn activation_quantizers_identical_across_levels() {
     let mut rng = Rng::new(11);
     for nb in [1usize, 3, 7] {
         let x: Vec<f32> = rng.normals(256 * nb).iter().map(|v| v * 3.0).collect();
-        for ty in [
-            GgmlType::Q8_0,
-            GgmlType::Q8_1,
-            GgmlType::Q8_K,
-            GgmlType::F16,
-            GgmlType::BF16,
-            GgmlType::F32,
-        ] {
+        for ty in ACTIVATION_TYPES {
             let want = quantize(ty, &x);
             for level in KernelLevel::under_test() {
                 let mut q = vec![0u8; want.len()];

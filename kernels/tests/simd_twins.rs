@@ -36,14 +36,7 @@ fn quantizers_are_byte_identical() {
     let levels = simd_levels();
     for nb in [1usize, 2, 3, 5, 7, 9] {
         let x = awkward(&mut rng, 256 * nb);
-        for ty in [
-            GgmlType::Q8_0,
-            GgmlType::Q8_1,
-            GgmlType::Q8_K,
-            GgmlType::F16,
-            GgmlType::BF16,
-            GgmlType::F32,
-        ] {
+        for ty in ACTIVATION_TYPES {
             for len in [
                 x.len(),
                 x.len() - ty.block_size().max(32) + if ty.block_size() == 1 { 7 } else { 0 },
@@ -148,12 +141,7 @@ fn matvec_and_matmul_match_scalar() {
         for (rows, tokens) in [(1usize, 1usize), (4, 2), (7, 5), (9, 3), (3, 2)] {
             let rb = ty.row_bytes(n).unwrap();
             let ab = ty.vec_dot_type().row_bytes(n).unwrap();
-            let w: Vec<u8> = (0..rows)
-                .flat_map(|_| quantize(ty, &rng.normals(n)))
-                .collect();
-            let acts: Vec<u8> = (0..tokens)
-                .flat_map(|_| quantize(ty.vec_dot_type(), &rng.normals(n)))
-                .collect();
+            let (w, acts) = random_product(ty, &mut rng, n, rows, tokens);
             let mut want = vec![0f32; rows * tokens];
             matmul_at(KernelLevel::Scalar, ty, n, &w, &acts, tokens, &mut want);
             assert_eq!(w.len(), rows * rb);
@@ -187,12 +175,7 @@ fn long_float_matmuls_match_scalar() {
     for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
         // Rows of 16387 values: 64 KiB (F32) or 32 KiB (F16, BF16), so blocks of 4 tokens.
         let (n, rows, tokens) = (16_387, 3, 9);
-        let w: Vec<u8> = (0..rows)
-            .flat_map(|_| quantize(ty, &rng.normals(n)))
-            .collect();
-        let acts: Vec<u8> = (0..tokens)
-            .flat_map(|_| quantize(ty.vec_dot_type(), &rng.normals(n)))
-            .collect();
+        let (w, acts) = random_product(ty, &mut rng, n, rows, tokens);
         let mut want = vec![0f32; rows * tokens];
         matmul_at(KernelLevel::Scalar, ty, n, &w, &acts, tokens, &mut want);
         for level in simd_levels() {

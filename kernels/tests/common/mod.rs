@@ -55,11 +55,39 @@ pub fn quantize(ty: GgmlType, x: &[f32]) -> Vec<u8> {
     q
 }
 
+/// The operands of a random `ty` product: `rows` weight rows of `n` gaussian values quantized to
+/// `ty`, then `tokens` activation rows quantized to its `vec_dot_type`.
+pub fn random_product(
+    ty: GgmlType,
+    rng: &mut Rng,
+    n: usize,
+    rows: usize,
+    tokens: usize,
+) -> (Vec<u8>, Vec<u8>) {
+    let w: Vec<u8> = (0..rows)
+        .flat_map(|_| quantize(ty, &rng.normals(n)))
+        .collect();
+    let acts: Vec<u8> = (0..tokens)
+        .flat_map(|_| quantize(ty.vec_dot_type(), &rng.normals(n)))
+        .collect();
+    (w, acts)
+}
+
 pub fn dequantize(ty: GgmlType, q: &[u8], n: usize) -> Vec<f32> {
     let mut y = vec![0f32; n];
     moe_edge_kernels::dequantize_row_at(moe_edge_kernels::KernelLevel::Scalar, ty, q, &mut y);
     y
 }
+
+/// The types activations are quantized to (`vec_dot_type` of every weight type).
+pub const ACTIVATION_TYPES: [GgmlType; 6] = [
+    GgmlType::Q8_0,
+    GgmlType::Q8_1,
+    GgmlType::Q8_K,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::F32,
+];
 
 /// Weight types the runtime computes with (everything but the activation-only Q8_1/Q8_K).
 pub const WEIGHT_TYPES: [GgmlType; 13] = [
