@@ -67,7 +67,7 @@ fn main() {
     // runs it on real F16C hardware.
     let mut args = vec!["--test-threads=1".to_string()];
     // Only the AVX-512 levels: the host and QEMU test the others at native or near-native
-    // speed, and this emulator does floating point in software, hundreds of times slower.
+    // speed, and this emulator does floating point in software, far slower.
     // The same goes for the repacking round trip, which no level changes.
     let levels = "avx512,avx512vnni";
     println!(

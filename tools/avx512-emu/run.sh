@@ -12,7 +12,7 @@
 #
 # Needs (Debian): bochs bochsbios bochs-term isolinux syslinux-common genisoimage cpio, and the
 # rustup target x86_64-unknown-linux-gnu. The kernel package is downloaded, not installed.
-# `.ci/run` installs these. Takes about 4 minutes on 2 cores: 1 to build, 1 to boot, 2 to test.
+# `.ci/run` installs these. Takes about 3 minutes on 2 cores (191-196 s in CI runs here).
 #
 # Only the AVX-512 levels are compared with the scalar twins here (`MOE_EDGE_TEST_LEVELS`, set
 # by init.rs): the host and QEMU test the others, and Bochs does floating point in software.
