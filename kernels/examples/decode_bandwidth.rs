@@ -1,11 +1,11 @@
-//! How close the packed Q4_0 decode kernel comes to plain memory reads, with 1..N threads.
+//! How close a packed decode kernel comes to plain memory reads, with 1..N threads.
 //!
-//!     cargo run --release -p moe-edge-kernels --example decode_bandwidth -- [threads] [MiB]
+//!     cargo run --release -p moe-edge-kernels --example decode_bandwidth -- [threads] [MiB] [type]
 //!
 //! Over a buffer far larger than the caches (768 MiB by default) each thread takes its share
 //! and the example prints GB/s (best of 5 passes after a warm-up) for:
-//! - `kernel`: one-token products of OLMoE-expert-shaped matrices (1024 × 2048, packed Q4_0),
-//!   as decode runs them;
+//! - `kernel`: one-token products of OLMoE-expert-shaped matrices (1024 × 2048, packed `type`:
+//!   q4_0 by default, or q4_k, q5_k, q6_k, q8_0), as decode runs them;
 //! - `read1`: one sequential stream of 256-bit loads per thread, no arithmetic;
 //! - `read4`: four interleaved streams per thread (`stream_read`, the roofline probe of
 //!   `moe-edge bench`).
@@ -29,24 +29,36 @@ fn best_gbs(bytes: usize, mut pass: impl FnMut()) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Valid Q4_0 rows (scale 1/8 as f16, random nibbles), packed as the runtime packs them.
-fn packed_matrices(total: usize) -> (Vec<u8>, usize) {
-    let matrix = ROWS * COLS / 32 * 18;
+/// Valid rows of `ty` (every f16 scale 1/8, the other bytes random), packed as the runtime
+/// packs them.
+fn packed_matrices(ty: GgmlType, total: usize) -> (Vec<u8>, usize) {
+    let block = ty.type_size();
+    let matrix = ty.row_bytes(COLS).expect("whole blocks") * ROWS;
+    // Where each block keeps its f16 scales (bytes written as 1/8 = 0x3000).
+    let scale_bytes: &[usize] = match ty {
+        GgmlType::Q4_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        other => panic!("no packed decode kernel for {other:?}"),
+    };
     let mut w = vec![0u8; total / matrix * matrix];
     let mut s = 0x9e37_79b9_7f4a_7c15u64;
     for (i, b) in w.iter_mut().enumerate() {
         s = s
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
-        *b = match i % 18 {
-            0 => 0x00,
-            1 => 0x30,
-            _ => (s >> 33) as u8,
+        let at = i % block;
+        *b = if scale_bytes.contains(&at) {
+            0x00
+        } else if scale_bytes.iter().any(|&o| at == o + 1) {
+            0x30
+        } else {
+            (s >> 33) as u8
         };
     }
     let mut scratch = Vec::new();
     for m in w.chunks_exact_mut(matrix) {
-        pack_rows_in_place(GgmlType::Q4_0, COLS, m, &mut scratch);
+        pack_rows_in_place(ty, COLS, m, &mut scratch);
     }
     (w, matrix)
 }
@@ -66,12 +78,21 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
     let mib: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(768);
-    let (w, matrix) = packed_matrices(mib << 20);
+    let ty = match args.next().as_deref().unwrap_or("q4_0") {
+        "q4_0" => GgmlType::Q4_0,
+        "q8_0" => GgmlType::Q8_0,
+        "q4_k" => GgmlType::Q4_K,
+        "q5_k" => GgmlType::Q5_K,
+        "q6_k" => GgmlType::Q6_K,
+        other => panic!("unknown type {other}: use q4_0, q8_0, q4_k, q5_k or q6_k"),
+    };
+    let (w, matrix) = packed_matrices(ty, mib << 20);
     let x: Vec<f32> = (0..COLS)
         .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
         .collect();
-    let mut act = vec![0u8; COLS / 32 * 34];
-    quantize_activation(GgmlType::Q8_0, &x, &mut act);
+    let act_ty = ty.vec_dot_type();
+    let mut act = vec![0u8; act_ty.row_bytes(COLS).expect("whole blocks")];
+    quantize_activation(act_ty, &x, &mut act);
     let share = w.len().div_ceil(threads).div_ceil(matrix) * matrix;
     let on_threads = |work: &(dyn Fn(&[u8]) + Sync)| {
         std::thread::scope(|scope| {
@@ -84,7 +105,7 @@ fn main() {
         on_threads(&|part| {
             let mut out = vec![0f32; ROWS];
             for m in part.chunks_exact(matrix) {
-                matmul_packed(GgmlType::Q4_0, COLS, m, &act, 1, &mut out);
+                matmul_packed(ty, COLS, m, &act, 1, &mut out);
             }
             std::hint::black_box(&out);
         })
@@ -100,7 +121,7 @@ fn main() {
         })
     });
     println!(
-        "threads {threads}, {} MiB: kernel {kernel:.1} GB/s, read1 {read1:.1} GB/s, read4 {read4:.1} GB/s, kernel/read1 {:.0} %, kernel/read4 {:.0} %",
+        "{ty:?}, threads {threads}, {} MiB: kernel {kernel:.1} GB/s, read1 {read1:.1} GB/s, read4 {read4:.1} GB/s, kernel/read1 {:.0} %, kernel/read4 {:.0} %",
         w.len() >> 20,
         100.0 * kernel / read1,
         100.0 * kernel / read4

@@ -64,7 +64,8 @@ fn activations(ty: GgmlType, rng: &mut Rng, n_tok: usize, cols: usize) -> Vec<u8
 }
 
 /// Shapes (rows, cols, tokens) valid for `ty`; the token counts reach every token-tile size
-/// (1 to 4) of the kernels that share a weight column between tokens.
+/// (1 to 4) of the kernels that share a weight column between tokens, and every tile of 1 to 4
+/// token pairs of the AVX2 Q4_0 pair kernel, with and without an odd last token.
 fn shapes(ty: GgmlType) -> Vec<(usize, usize, usize)> {
     let b = ty.block_size();
     vec![
@@ -72,6 +73,8 @@ fn shapes(ty: GgmlType) -> Vec<(usize, usize, usize)> {
         (24, 2 * b, 2),
         (16, 3 * b, 3),
         (40, 5 * b, 5),
+        (32, 4 * b, 6),
+        (24, 6 * b, 10),
         (24, 7 * b, 19),
         (16, 9 * b, 37),
         (64, 2048, 9),

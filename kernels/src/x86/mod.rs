@@ -184,6 +184,7 @@ pub(crate) mod packed_q6k_avx2;
 pub(crate) mod packed_q8_avx2;
 pub(crate) mod packed_q8_avx512;
 pub(crate) mod packed_ssse3;
+pub(crate) mod prompt_q4_0_avx2;
 
 use crate::dispatch::KernelTable;
 use crate::level::KernelLevel;
