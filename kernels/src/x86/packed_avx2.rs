@@ -22,10 +22,11 @@ const STREAMS: usize = 2;
 /// Software prefetch distance in bytes (prefetches are hints: past the end they are dropped).
 const PREFETCH_AHEAD: usize = 1152;
 
-/// Token counts from which a Q4_0 product runs the two-tokens-per-broadcast kernel
-/// (`prompt_q4_0_avx2`). Below it the one-group tiles do fewer vector operations: counted per
-/// block column, 103 against 126 for 3 tokens (the pair kernel runs an odd token as a pair),
-/// 73 against 74 for 2.
+/// Token counts from which a Q4_0 or Q4_K product runs the two-tokens-per-broadcast kernel
+/// (`prompt_q4_0_avx2`, `prompt_q4_k_avx2`; AVX2 only: the VNNI Q4_K form has no broadcasts to
+/// save). Below it the one-group tiles do fewer vector operations: counted per Q4_0 block
+/// column, 103 against 126 for 3 tokens (the pair kernel runs an odd token as a pair), 73
+/// against 74 for 2.
 const PAIRED_FROM: usize = 4;
 
 /// A kernel for one group and a tile of tokens (`group_tile::<T>` for T = 1..=4).
@@ -112,7 +113,7 @@ macro_rules! scale_dpbusd {
 /// The packed kernels for one instruction set: `$features` for `#[target_feature]`, `$dot8`
 /// for the 8-chunk dot product and `$scale` for the form of a scale it multiplies by.
 macro_rules! packed_kernels {
-    ($name:ident, $features:literal, $dot8:ident, $scale:ident, $q4_0:meta) => {
+    ($name:ident, $features:literal, $dot8:ident, $scale:ident, $q4_0:meta, $paired_q4_k:literal) => {
         pub(crate) mod $name {
             use super::*;
 
@@ -535,6 +536,11 @@ macro_rules! packed_kernels {
                     // SAFETY: same features; arguments as checked by the caller.
                     return unsafe { one_token_q4_kx8(args, out, group_bytes) };
                 }
+                if $paired_q4_k && args.n_tokens >= PAIRED_FROM {
+                    // SAFETY: same features (a superset of AVX2, FMA, F16C); arguments as
+                    // checked by the caller.
+                    return unsafe { crate::x86::prompt_q4_k_avx2::matmul_tokens(args, out) };
+                }
                 let tiles: [TileFn; TOKEN_TILE] = [
                     group_tile_q4_k::<1>,
                     group_tile_q4_k::<2>,
@@ -553,7 +559,8 @@ packed_kernels!(
     "avx2,fma,f16c",
     dot8_maddubs,
     scale_maddubs,
-    cfg(all())
+    cfg(all()),
+    true
 );
 // Q4_0 at the VNNI level runs the 512-bit kernel (`packed_avx512`): only Q4_K is built here.
 packed_kernels!(
@@ -561,5 +568,6 @@ packed_kernels!(
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     dot8_dpbusd,
     scale_dpbusd,
-    cfg(any())
+    cfg(any()),
+    false
 );

@@ -1,0 +1,210 @@
+//! Token pairs for the AVX2 prompt kernels (`prompt_q4_0_avx2`, `prompt_q4_k_avx2`).
+//!
+//! A packed group keeps row r of 8 rows in 32-bit lane r, and the one-token kernels broadcast a
+//! token's 4-byte activation quad to all 8 lanes: one `vpbroadcastd` per `vpmaddubsw`. On
+//! Zen-class cores broadcasts and shuffles share two vector pipes and `vpmaddubsw` the other two,
+//! so the broadcasts bound a prompt. Here the activations of a token pair (t0, t1) are
+//! interleaved by quad (`t0 q0, t1 q0, t0 q1, …`), so one `vpbroadcastq` puts t0's quad in the
+//! even lanes and t1's in the odd ones. Times the weight chunk it gives (row r, token r mod 2) in
+//! lane r; times the chunk with adjacent rows swapped ([`SWAP`], one shuffle per chunk shared by
+//! every pair of a tile), (row r ^ 1, token r mod 2). Each broadcast then serves two
+//! `vpmaddubsw`, and [`untangle`] puts the lanes back in row order once per tile.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use crate::packed::{PackedArgs, PACK_ROWS};
+
+/// Adjacent 32-bit lanes swapped (0 1 2 3 → 1 0 3 2 in each 128-bit half).
+pub(super) const SWAP: i32 = 0b10_11_00_01;
+
+/// Token pairs per tile of the prompt kernels.
+pub(super) const PAIR_TILE: usize = 4;
+
+/// The activations of each token pair interleaved by quad, and their summaries by pair.
+/// Tokens are paired (0, 1), (2, 3), …; an odd last token is paired with itself.
+pub(super) struct PairedActivations {
+    /// `[pair][block]`: the block's quads, quad q of the first token then of the second.
+    pub quads: Vec<u8>,
+    /// `[pair][block]`: the two tokens' block scales.
+    pub d: Vec<f32>,
+    /// `[pair][block][word]`: each summary word of the block (`PackedArgs::act_s`) of the first
+    /// token, then of the second.
+    pub sums: Vec<i32>,
+}
+
+thread_local! {
+    /// Per-thread paired activations (grown to the largest product seen, then reused).
+    static PAIRED: RefCell<PairedActivations> = const {
+        RefCell::new(PairedActivations { quads: Vec::new(), d: Vec::new(), sums: Vec::new() })
+    };
+}
+
+/// Runs `f` with this thread's paired activations.
+pub(super) fn with_paired<R>(f: impl FnOnce(&mut PairedActivations) -> R) -> R {
+    PAIRED.with(|cell| f(&mut cell.borrow_mut()))
+}
+
+/// `a` and `b` (32 quant bytes each) interleaved by quad into `out` (64 bytes).
+///
+/// # Safety
+/// The CPU must have AVX2; 32 bytes readable at `a` and `b`, 64 writable at `out`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn interleave32(a: *const u8, b: *const u8, out: *mut u8) {
+    // SAFETY: the caller's bounds.
+    unsafe {
+        let a = _mm256_loadu_si256(a as *const __m256i);
+        let b = _mm256_loadu_si256(b as *const __m256i);
+        // Quads 0, 1 | 4, 5 and 2, 3 | 6, 7 of both tokens, interleaved.
+        let lo = _mm256_unpacklo_epi32(a, b);
+        let hi = _mm256_unpackhi_epi32(a, b);
+        let o = out as *mut __m256i;
+        _mm256_storeu_si256(o, _mm256_permute2x128_si256::<0x20>(lo, hi));
+        _mm256_storeu_si256(o.add(1), _mm256_permute2x128_si256::<0x31>(lo, hi));
+    }
+}
+
+impl PairedActivations {
+    /// Pairs `args`'s activation rows: blocks of `block` bytes whose `quant_bytes` quants start
+    /// at `quants_at`, `words` summary words per block in `args.act_s`, and the block scale
+    /// from `args.act_d` or (when that is empty, as for Q8_K) the block's leading f32.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `args` as checked by `crate::packed::matmul_packed_at`, with
+    /// `n_cols / quant_bytes` blocks per row.
+    #[target_feature(enable = "avx2")]
+    unsafe fn fill(
+        &mut self,
+        args: &PackedArgs<'_>,
+        (block, quants_at, quant_bytes, words): (usize, usize, usize, usize),
+    ) {
+        let nb = args.n_cols / quant_bytes;
+        let n_pairs = args.n_tokens.div_ceil(2);
+        self.quads.resize(n_pairs * nb * 2 * quant_bytes, 0);
+        self.d.clear();
+        self.sums.clear();
+        for p in 0..n_pairs {
+            let tokens = [2 * p, (2 * p + 1).min(args.n_tokens - 1)];
+            let [r0, r1] = tokens.map(|t| &args.acts[t * nb * block..(t + 1) * nb * block]);
+            let dst = &mut self.quads[p * nb * 2 * quant_bytes..(p + 1) * nb * 2 * quant_bytes];
+            let blocks = r0.chunks_exact(block).zip(r1.chunks_exact(block));
+            for ((b0, b1), out) in blocks.zip(dst.chunks_exact_mut(2 * quant_bytes)) {
+                for k in 0..quant_bytes / 32 {
+                    let at = quants_at + 32 * k;
+                    // SAFETY: each block has `quant_bytes` quants at `quants_at`; `out` holds
+                    // twice that.
+                    unsafe {
+                        interleave32(b0.as_ptr().add(at), b1.as_ptr().add(at), &mut out[64 * k])
+                    };
+                }
+                if args.act_d.is_empty() {
+                    let scale = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    self.d.extend([scale(b0), scale(b1)]);
+                }
+            }
+            for b in 0..nb {
+                if !args.act_d.is_empty() {
+                    self.d.extend(tokens.map(|t| args.act_d[t * nb + b]));
+                }
+                for w in 0..words {
+                    self.sums
+                        .extend(tokens.map(|t| args.act_s[(t * nb + b) * words + w]));
+                }
+            }
+        }
+    }
+
+    /// Pairs Q8_0 activation rows (the Q4_0 kernels' `act_d`, one zero point per block).
+    ///
+    /// # Safety
+    /// As for [`Self::fill`].
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn fill_q8_0(&mut self, args: &PackedArgs<'_>) {
+        // SAFETY: same features; Q8_0 blocks are 34 bytes with 32 quants after an f16 scale.
+        unsafe { self.fill(args, (34, 2, 32, 1)) }
+    }
+
+    /// Pairs Q8_K activation rows (scale from each block, 4 sub-block sum words per block).
+    ///
+    /// # Safety
+    /// As for [`Self::fill`].
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn fill_q8_k(&mut self, args: &PackedArgs<'_>) {
+        // SAFETY: same features; Q8_K blocks are 292 bytes: an f32 scale, 256 quants, sums.
+        unsafe { self.fill(args, (292, 4, 256, 4)) }
+    }
+}
+
+/// The 8 bytes at `p` in every 64-bit lane.
+///
+/// # Safety
+/// 8 bytes must be readable at `p`; the CPU must have AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn broadcast_pair(p: *const u8) -> __m256i {
+    // SAFETY: the caller's bound.
+    unsafe { _mm256_set1_epi64x((p as *const i64).read_unaligned()) }
+}
+
+/// A pair's accumulators — `a[0]` with (row r, token r mod 2) in lane r, `a[1]` with
+/// (row r ^ 1, token r mod 2) — as the first token's 8 rows and the second's, in row order.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn untangle(a: [__m256; 2]) -> [__m256; 2] {
+    // Row r of the first token: lane r of a[0] for even r, lane r - 1 of a[1] for odd r; of
+    // the second: lane r of a[0] for odd r, lane r + 1 of a[1] for even r.
+    let swapped = _mm256_permute_ps::<SWAP>(a[1]);
+    [
+        _mm256_blend_ps::<0b1010_1010>(a[0], swapped),
+        _mm256_blend_ps::<0b0101_0101>(a[0], swapped),
+    ]
+}
+
+/// A tile kernel: columns `nb`, group `wg` times pairs `p0..p0 + P` of `paired`, each pair's
+/// two tokens in row order into `acc_out`.
+pub(super) type PairFn =
+    unsafe fn(usize, *const u8, &PairedActivations, usize, &mut [[__m256; 2]; PAIR_TILE]);
+
+/// Every group (`group_bytes` each, `nb` columns) times every token pair, `PAIR_TILE` pairs at
+/// a time (`tiles[p - 1]` runs `p` pairs), into `out` (`[token][row]`).
+///
+/// # Safety
+/// The CPU must have AVX2; `paired` filled from `args`; the tiles' own requirements hold for
+/// whole groups of `args.w` and `nb` columns.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn drive_pairs(
+    args: &PackedArgs<'_>,
+    out: &mut [f32],
+    nb: usize,
+    group_bytes: usize,
+    paired: &PairedActivations,
+    tiles: [PairFn; PAIR_TILE],
+) {
+    let n_groups = args.w.len() / group_bytes;
+    let n_rows = n_groups * PACK_ROWS;
+    let n_pairs = args.n_tokens.div_ceil(2);
+    let mut acc = [[_mm256_setzero_ps(); 2]; PAIR_TILE];
+    for g in 0..n_groups {
+        // SAFETY: group g lies inside `w` (n_groups whole groups).
+        let wg = unsafe { args.w.as_ptr().add(g * group_bytes) };
+        let mut p0 = 0;
+        while p0 < n_pairs {
+            let p = PAIR_TILE.min(n_pairs - p0);
+            // SAFETY: pairs p0..p0 + p were filled; the caller's bounds for the tile.
+            unsafe { tiles[p - 1](nb, wg, paired, p0, &mut acc) };
+            for (k, pair) in acc[..p].iter().enumerate() {
+                for (j, a) in pair.iter().enumerate() {
+                    let t = 2 * (p0 + k) + j;
+                    if t < args.n_tokens {
+                        let at = t * n_rows + g * PACK_ROWS;
+                        let dst = &mut out[at..at + PACK_ROWS];
+                        // SAFETY: dst has exactly 8 f32.
+                        unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), *a) };
+                    }
+                }
+            }
+            p0 += p;
+        }
+    }
+}
