@@ -40,11 +40,6 @@ thread_local! {
     };
 }
 
-/// Runs `f` with this thread's paired activations.
-pub(super) fn with_paired<R>(f: impl FnOnce(&mut PairedActivations) -> R) -> R {
-    PAIRED.with(|cell| f(&mut cell.borrow_mut()))
-}
-
 /// `a` and `b` (32 quant bytes each) interleaved by quad into `out` (64 bytes).
 ///
 /// # Safety
@@ -120,7 +115,7 @@ impl PairedActivations {
     /// # Safety
     /// As for [`Self::fill`].
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn fill_q8_0(&mut self, args: &PackedArgs<'_>) {
+    unsafe fn fill_q8_0(&mut self, args: &PackedArgs<'_>) {
         // SAFETY: same features; Q8_0 blocks are 34 bytes with 32 quants after an f16 scale.
         unsafe { self.fill(args, (34, 2, 32, 1)) }
     }
@@ -130,7 +125,7 @@ impl PairedActivations {
     /// # Safety
     /// As for [`Self::fill`].
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn fill_q8_k(&mut self, args: &PackedArgs<'_>) {
+    unsafe fn fill_q8_k(&mut self, args: &PackedArgs<'_>) {
         // SAFETY: same features; Q8_K blocks are 292 bytes: an f32 scale, 256 quants, sums.
         unsafe { self.fill(args, (292, 4, 256, 4)) }
     }
@@ -173,7 +168,7 @@ pub(super) type PairFn =
 /// The CPU must have AVX2; `paired` filled from `args`; the tiles' own requirements hold for
 /// whole groups of `args.w` and `nb` columns.
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn drive_pairs(
+unsafe fn drive_pairs(
     args: &PackedArgs<'_>,
     out: &mut [f32],
     nb: usize,
@@ -207,4 +202,48 @@ pub(super) unsafe fn drive_pairs(
             p0 += p;
         }
     }
+}
+
+/// The activation blocks a prompt kernel reads.
+#[derive(Clone, Copy)]
+#[allow(non_camel_case_types)] // ggml's block names, as in `GgmlType`
+pub(super) enum Activations {
+    /// Q8_0 (for Q4_0 weights): 32 quants per block.
+    Q8_0,
+    /// Q8_K (for the K-quants): 256 quants per block.
+    Q8_K,
+}
+
+/// A prompt kernel's product: this thread's paired activations filled from `args`, then every
+/// group (`column_bytes` per column of `acts`'s block size) times every token pair.
+///
+/// # Safety
+/// The CPU must have AVX2; arguments as checked by `crate::packed::matmul_packed_at` for a
+/// weight type whose activations are `acts`; the tiles' own requirements hold for whole groups
+/// and pairs filled this way.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn matmul_pairs(
+    args: &PackedArgs<'_>,
+    out: &mut [f32],
+    acts: Activations,
+    column_bytes: usize,
+    tiles: [PairFn; PAIR_TILE],
+) {
+    PAIRED.with(|cell| {
+        let paired = &mut cell.borrow_mut();
+        // SAFETY: same features; the caller's bounds.
+        unsafe {
+            let nb = match acts {
+                Activations::Q8_0 => {
+                    paired.fill_q8_0(args);
+                    args.n_cols / 32
+                }
+                Activations::Q8_K => {
+                    paired.fill_q8_k(args);
+                    args.n_cols / 256
+                }
+            };
+            drive_pairs(args, out, nb, nb * column_bytes, paired, tiles)
+        }
+    })
 }

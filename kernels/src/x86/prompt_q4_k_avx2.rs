@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 
 use super::packed_avx2::avx2::q4_k_header;
 use super::paired_avx2::{
-    broadcast_pair, drive_pairs, untangle, with_paired, PairFn, PairedActivations, PAIR_TILE, SWAP,
+    broadcast_pair, matmul_pairs, untangle, Activations, PairFn, PairedActivations, PAIR_TILE, SWAP,
 };
 use crate::packed::PackedArgs;
 
@@ -126,19 +126,12 @@ unsafe fn pair_tile<const P: usize>(
 /// `crate::packed::matmul_packed_at`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn matmul_tokens(args: &PackedArgs<'_>, out: &mut [f32]) {
-    let nb = args.n_cols / 256;
     let tiles: [PairFn; PAIR_TILE] = [
         pair_tile::<1>,
         pair_tile::<2>,
         pair_tile::<3>,
         pair_tile::<4>,
     ];
-    with_paired(|paired| {
-        // SAFETY: same features; arguments as checked by the caller, so the groups are whole
-        // and every pair the tiles read is filled.
-        unsafe {
-            paired.fill_q8_k(args);
-            drive_pairs(args, out, nb, nb * COLUMN, paired, tiles)
-        }
-    })
+    // SAFETY: same features; arguments as checked by the caller.
+    unsafe { matmul_pairs(args, out, Activations::Q8_K, COLUMN, tiles) }
 }
