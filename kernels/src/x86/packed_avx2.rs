@@ -1,6 +1,7 @@
 //! x86 kernels for packed Q4_0 and Q4_K (`Q4_0x8`, `Q4_Kx8`, see `crate::packed`): one 8-row group per
 //! accumulator, row `r` in lane `r`, so no horizontal sums; the nibbles of a block column are
-//! unpacked once and reused by up to four tokens.
+//! unpacked once and reused by up to four tokens. At the AVX2 level, products of 4 or more tokens
+//! go to the paired-token prompt kernels instead (`paired_avx2`, [`PAIRED_FROM`]).
 //!
 //! The kernels are written once (`packed_kernels!`) and stamped out per instruction set with its
 //! dot product of 8 chunks (8 rows × 4 bytes each) against broadcast activation quads: AVX2
@@ -111,7 +112,9 @@ macro_rules! scale_dpbusd {
 }
 
 /// The packed kernels for one instruction set: `$features` for `#[target_feature]`, `$dot8`
-/// for the 8-chunk dot product and `$scale` for the form of a scale it multiplies by.
+/// for the 8-chunk dot product, `$scale` for the form of a scale it multiplies by, `$q4_0` to
+/// build the Q4_0 kernels or not, and `$paired_q4_k` whether Q4_K prompts of `PAIRED_FROM` or
+/// more tokens go to `prompt_q4_k_avx2`.
 macro_rules! packed_kernels {
     ($name:ident, $features:literal, $dot8:ident, $scale:ident, $q4_0:meta, $paired_q4_k:literal) => {
         pub(crate) mod $name {
