@@ -87,11 +87,10 @@ impl PairedActivations {
             for ((b0, b1), out) in blocks.zip(dst.chunks_exact_mut(2 * quant_bytes)) {
                 for k in 0..quant_bytes / 32 {
                     let at = quants_at + 32 * k;
+                    let dst = out[64 * k..].as_mut_ptr();
                     // SAFETY: each block has `quant_bytes` quants at `quants_at`; `out` holds
-                    // twice that.
-                    unsafe {
-                        interleave32(b0.as_ptr().add(at), b1.as_ptr().add(at), &mut out[64 * k])
-                    };
+                    // twice that, so 64 bytes from `dst`.
+                    unsafe { interleave32(b0.as_ptr().add(at), b1.as_ptr().add(at), dst) };
                 }
                 if args.act_d.is_empty() {
                     let scale = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
