@@ -15,9 +15,10 @@
 /// side, column by column, so each thread reads two memory streams) and the public
 /// `$matmul(args, out)`. The invoking module defines `COLUMN` (bytes of one column of a group)
 /// and has `drive`, `TileFn`, `TOKEN_TILE`, `PackedArgs` and `PACK_ROWS` in scope; `$elems` is
-/// the elements per column.
+/// the elements per column. An optional `$paired(args, out)` takes products of
+/// `packed_avx2::PAIRED_FROM` or more tokens (a two-tokens-per-broadcast prompt kernel).
 macro_rules! column_drivers {
-    ($column:ident, $elems:expr, $matmul:ident) => {
+    ($column:ident, $elems:expr, $matmul:ident $(, $paired:path)?) => {
         /// One group (`wg`, 8 rows) times tokens `t0..t0 + T`.
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn group_tile<const T: usize>(
@@ -77,6 +78,13 @@ macro_rules! column_drivers {
                 // SAFETY: same features; arguments as checked by the caller.
                 return unsafe { one_token(args, out, group_bytes) };
             }
+            $(
+                if args.n_tokens >= super::packed_avx2::PAIRED_FROM {
+                    // SAFETY: the paired kernel needs AVX2, FMA and F16C (this function's
+                    // features); arguments as checked by the caller.
+                    return unsafe { $paired(args, out) };
+                }
+            )?
             let tiles: [TileFn; TOKEN_TILE] = [
                 group_tile::<1>,
                 group_tile::<2>,
@@ -187,6 +195,7 @@ pub(crate) mod packed_ssse3;
 mod paired_avx2;
 pub(crate) mod prompt_q4_0_avx2;
 pub(crate) mod prompt_q4_k_avx2;
+pub(crate) mod prompt_q6_k_avx2;
 
 use crate::dispatch::KernelTable;
 use crate::level::KernelLevel;

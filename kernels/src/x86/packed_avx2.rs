@@ -24,11 +24,11 @@ const STREAMS: usize = 2;
 const PREFETCH_AHEAD: usize = 1152;
 
 /// Token counts from which a Q4_0 or Q4_K product runs the two-tokens-per-broadcast kernel
-/// (`prompt_q4_0_avx2`, `prompt_q4_k_avx2`; AVX2 only: the VNNI Q4_K form has no broadcasts to
+/// (`prompt_q4_0_avx2`, `prompt_q4_k_avx2`, and `prompt_q6_k_avx2` for Q6_K; AVX2 only: the VNNI Q4_K form has no broadcasts to
 /// save). Below it the one-group tiles do fewer vector operations: counted per Q4_0 block
 /// column, 103 against 126 for 3 tokens (the pair kernel runs an odd token as a pair), 73
 /// against 74 for 2.
-const PAIRED_FROM: usize = 4;
+pub(crate) const PAIRED_FROM: usize = 4;
 
 /// A kernel for one group and a tile of tokens (`group_tile::<T>` for T = 1..=4).
 pub(crate) type TileFn = unsafe fn(&PackedArgs<'_>, *const u8, usize, &mut [__m256; TOKEN_TILE]);

@@ -19,9 +19,9 @@ use crate::packed::{PackedArgs, PACK_ROWS};
 const COLUMN: usize = 1680;
 
 /// Byte shuffle that copies the low i16 of each 32-bit lane into both halves.
-const DUP_EVEN: [u8; 32] = dup_mask(0);
+pub(super) const DUP_EVEN: [u8; 32] = dup_mask(0);
 /// Byte shuffle that copies the high i16 of each 32-bit lane into both halves.
-const DUP_ODD: [u8; 32] = dup_mask(2);
+pub(super) const DUP_ODD: [u8; 32] = dup_mask(2);
 
 const fn dup_mask(at: u8) -> [u8; 32] {
     let mut m = [0u8; 32];
@@ -134,4 +134,9 @@ unsafe fn q6_k_column<const T: usize>(
     }
 }
 
-column_drivers!(q6_k_column, 256, matmul_q6_kx8);
+column_drivers!(
+    q6_k_column,
+    256,
+    matmul_q6_kx8,
+    crate::x86::prompt_q6_k_avx2::matmul_tokens
+);

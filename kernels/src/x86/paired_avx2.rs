@@ -1,4 +1,5 @@
-//! Token pairs for the AVX2 prompt kernels (`prompt_q4_0_avx2`, `prompt_q4_k_avx2`).
+//! Token pairs for the AVX2 prompt kernels (`prompt_q4_0_avx2`, `prompt_q4_k_avx2`,
+//! `prompt_q6_k_avx2`).
 //!
 //! A packed group keeps row r of 8 rows in 32-bit lane r, and the one-token kernels broadcast a
 //! token's 4-byte activation quad to all 8 lanes: one `vpbroadcastd` per `vpmaddubsw`. On
@@ -62,8 +63,9 @@ unsafe fn interleave32(a: *const u8, b: *const u8, out: *mut u8) {
 
 impl PairedActivations {
     /// Pairs `args`'s activation rows: blocks of `block` bytes whose `quant_bytes` quants start
-    /// at `quants_at`, `words` summary words per block in `args.act_s`, and the block scale
-    /// from `args.act_d` or (when that is empty, as for Q8_K) the block's leading f32.
+    /// at `quants_at`, `words` summary words per block from `args.act_s` (or, with
+    /// `words_in_block`, from the block's own bytes at that offset), and the block scale from
+    /// `args.act_d` or (when that is empty, as for Q8_K) the block's leading f32.
     ///
     /// # Safety
     /// The CPU must have AVX2; `args` as checked by `crate::packed::matmul_packed_at`, with
@@ -73,6 +75,7 @@ impl PairedActivations {
         &mut self,
         args: &PackedArgs<'_>,
         (block, quants_at, quant_bytes, words): (usize, usize, usize, usize),
+        words_in_block: Option<usize>,
     ) {
         let nb = args.n_cols / quant_bytes;
         let n_pairs = args.n_tokens.div_ceil(2);
@@ -102,8 +105,14 @@ impl PairedActivations {
                     self.d.extend(tokens.map(|t| args.act_d[t * nb + b]));
                 }
                 for w in 0..words {
-                    self.sums
-                        .extend(tokens.map(|t| args.act_s[(t * nb + b) * words + w]));
+                    self.sums.extend(tokens.map(|t| match words_in_block {
+                        Some(at) => {
+                            let i = (t * nb + b) * block + at + 4 * w;
+                            let word = &args.acts[i..i + 4];
+                            i32::from_le_bytes([word[0], word[1], word[2], word[3]])
+                        }
+                        None => args.act_s[(t * nb + b) * words + w],
+                    }));
                 }
             }
         }
@@ -116,7 +125,7 @@ impl PairedActivations {
     #[target_feature(enable = "avx2")]
     unsafe fn fill_q8_0(&mut self, args: &PackedArgs<'_>) {
         // SAFETY: same features; Q8_0 blocks are 34 bytes with 32 quants after an f16 scale.
-        unsafe { self.fill(args, (34, 2, 32, 1)) }
+        unsafe { self.fill(args, (34, 2, 32, 1), None) }
     }
 
     /// Pairs Q8_K activation rows (scale from each block, 4 sub-block sum words per block).
@@ -126,7 +135,18 @@ impl PairedActivations {
     #[target_feature(enable = "avx2")]
     unsafe fn fill_q8_k(&mut self, args: &PackedArgs<'_>) {
         // SAFETY: same features; Q8_K blocks are 292 bytes: an f32 scale, 256 quants, sums.
-        unsafe { self.fill(args, (292, 4, 256, 4)) }
+        unsafe { self.fill(args, (292, 4, 256, 4), None) }
+    }
+
+    /// Pairs Q8_K activation rows with each block's own 16 sub-block sums (8 words of two i16,
+    /// bytes 260..292), as Q6_K's 16-element sub-blocks need.
+    ///
+    /// # Safety
+    /// As for [`Self::fill`].
+    #[target_feature(enable = "avx2")]
+    unsafe fn fill_q8_k_block_sums(&mut self, args: &PackedArgs<'_>) {
+        // SAFETY: same features; Q8_K blocks are 292 bytes, the sums at 260.
+        unsafe { self.fill(args, (292, 4, 256, 8), Some(260)) }
     }
 }
 
@@ -209,8 +229,10 @@ unsafe fn drive_pairs(
 pub(super) enum Activations {
     /// Q8_0 (for Q4_0 weights): 32 quants per block.
     Q8_0,
-    /// Q8_K (for the K-quants): 256 quants per block.
+    /// Q8_K (for Q4_K): 256 quants per block, 4 summary words per block (`act_s`).
     Q8_K,
+    /// Q8_K with the block's own 16 sub-block sums as 8 words (for Q6_K).
+    Q8_KBlockSums,
 }
 
 /// A prompt kernel's product: this thread's paired activations filled from `args`, then every
@@ -239,6 +261,10 @@ pub(super) unsafe fn matmul_pairs(
                 }
                 Activations::Q8_K => {
                     paired.fill_q8_k(args);
+                    args.n_cols / 256
+                }
+                Activations::Q8_KBlockSums => {
+                    paired.fill_q8_k_block_sums(args);
                     args.n_cols / 256
                 }
             };
