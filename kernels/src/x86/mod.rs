@@ -195,6 +195,7 @@ pub(crate) mod packed_ssse3;
 mod paired_avx2;
 pub(crate) mod prompt_q4_0_avx2;
 pub(crate) mod prompt_q4_k_avx2;
+pub(crate) mod prompt_q5_k_avx2;
 pub(crate) mod prompt_q6_k_avx2;
 
 use crate::dispatch::KernelTable;

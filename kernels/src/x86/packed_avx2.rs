@@ -23,11 +23,11 @@ const STREAMS: usize = 2;
 /// Software prefetch distance in bytes (prefetches are hints: past the end they are dropped).
 const PREFETCH_AHEAD: usize = 1152;
 
-/// Token counts from which a Q4_0 or Q4_K product runs the two-tokens-per-broadcast kernel
-/// (`prompt_q4_0_avx2`, `prompt_q4_k_avx2`, and `prompt_q6_k_avx2` for Q6_K; AVX2 only: the VNNI Q4_K form has no broadcasts to
-/// save). Below it the one-group tiles do fewer vector operations: counted per Q4_0 block
-/// column, 103 against 126 for 3 tokens (the pair kernel runs an odd token as a pair), 73
-/// against 74 for 2.
+/// Token counts from which a Q4_0, Q4_K, Q5_K or Q6_K product runs the two-tokens-per-broadcast
+/// kernel (`prompt_q4_0_avx2`, `prompt_q4_k_avx2`, `prompt_q5_k_avx2`, `prompt_q6_k_avx2`;
+/// AVX2 only: the VNNI Q4_K form has no broadcasts to save). Below it the one-group tiles do
+/// fewer vector operations: counted per Q4_0 block column, 103 against 126 for 3 tokens (the
+/// pair kernel runs an odd token as a pair), 73 against 74 for 2.
 pub(crate) const PAIRED_FROM: usize = 4;
 
 /// A kernel for one group and a tile of tokens (`group_tile::<T>` for T = 1..=4).

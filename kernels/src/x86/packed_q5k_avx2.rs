@@ -20,7 +20,7 @@ const COLUMN: usize = 1408;
 /// only bits that came from the same byte).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn top_bit(h: __m256i, c: usize) -> __m256i {
+pub(super) fn top_bit(h: __m256i, c: usize) -> __m256i {
     let bit4 = _mm256_set1_epi8(0x10);
     let moved = match c {
         0 => _mm256_slli_epi16::<4>(h),
@@ -112,4 +112,9 @@ unsafe fn q5_k_column<const T: usize>(
     }
 }
 
-column_drivers!(q5_k_column, 256, matmul_q5_kx8);
+column_drivers!(
+    q5_k_column,
+    256,
+    matmul_q5_kx8,
+    crate::x86::prompt_q5_k_avx2::matmul_tokens
+);
