@@ -1,5 +1,5 @@
 //! Token pairs for the AVX2 prompt kernels (`prompt_q4_0_avx2`, `prompt_q4_k_avx2`,
-//! `prompt_q6_k_avx2`).
+//! `prompt_q5_k_avx2`, `prompt_q6_k_avx2`).
 //!
 //! A packed group keeps row r of 8 rows in 32-bit lane r, and the one-token kernels broadcast a
 //! token's 4-byte activation quad to all 8 lanes: one `vpbroadcastd` per `vpmaddubsw`. On
@@ -229,7 +229,7 @@ unsafe fn drive_pairs(
 pub(super) enum Activations {
     /// Q8_0 (for Q4_0 weights): 32 quants per block.
     Q8_0,
-    /// Q8_K (for Q4_K): 256 quants per block, 4 summary words per block (`act_s`).
+    /// Q8_K (for Q4_K and Q5_K): 256 quants per block, 4 summary words per block (`act_s`).
     Q8_K,
     /// Q8_K with the block's own 16 sub-block sums as 8 words (for Q6_K).
     Q8_KBlockSums,
