@@ -35,6 +35,42 @@ const fn dup_mask(at: u8) -> [u8; 32] {
     m
 }
 
+/// Sub-block quants at `sub` (96 bytes: low nibbles `A`, `B`, top bits `H`) as four vectors of
+/// 8 rows × 4 elements (quads 0..4 of the sub-block), unsigned 6-bit. Shared with
+/// `prompt_q6_k_avx2`.
+///
+/// # Safety
+/// The CPU must have AVX2; 96 bytes readable at `sub`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn q6_k_quads(sub: *const u8) -> [__m256i; 4] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m30 = _mm256_set1_epi8(0x30);
+    // SAFETY: the caller's bound.
+    let (va, vb, vh) = unsafe {
+        (
+            _mm256_loadu_si256(sub as *const __m256i),
+            _mm256_loadu_si256(sub.add(32) as *const __m256i),
+            _mm256_loadu_si256(sub.add(64) as *const __m256i),
+        )
+    };
+    [
+        _mm256_or_si256(
+            _mm256_and_si256(va, m4),
+            _mm256_and_si256(_mm256_slli_epi16::<4>(vh), m30),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(va), m4),
+            _mm256_and_si256(_mm256_slli_epi16::<2>(vh), m30),
+        ),
+        _mm256_or_si256(_mm256_and_si256(vb, m4), _mm256_and_si256(vh, m30)),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(vb), m4),
+            _mm256_and_si256(_mm256_srli_epi16::<2>(vh), m30),
+        ),
+    ]
+}
+
 /// Super-block column `b` of one Q6_K group (`wg`, 8 rows) times tokens `t0..t0 + T`, added
 /// into `acc`. `stream` asks for the next column ahead (the first tile of a group streams it;
 /// later tiles find it in L1).
@@ -61,8 +97,6 @@ unsafe fn q6_k_column<const T: usize>(
     unsafe {
         let col = wg.add(b * COLUMN);
         let next = col.wrapping_add(COLUMN);
-        let m4 = _mm256_set1_epi8(0x0F);
-        let m30 = _mm256_set1_epi8(0x30);
         let dup_even = _mm256_loadu_si256(DUP_EVEN.as_ptr() as *const __m256i);
         let dup_odd = _mm256_loadu_si256(DUP_ODD.as_ptr() as *const __m256i);
         let acts: [*const u8; T] =
@@ -86,25 +120,7 @@ unsafe fn q6_k_column<const T: usize>(
             for (h, dup) in [dup_even, dup_odd].into_iter().enumerate() {
                 let s = 2 * p + h;
                 let scale = _mm256_shuffle_epi8(pair, dup);
-                let sub = col.add(144 + 96 * s);
-                let va = _mm256_loadu_si256(sub as *const __m256i);
-                let vb = _mm256_loadu_si256(sub.add(32) as *const __m256i);
-                let vh = _mm256_loadu_si256(sub.add(64) as *const __m256i);
-                let q = [
-                    _mm256_or_si256(
-                        _mm256_and_si256(va, m4),
-                        _mm256_and_si256(_mm256_slli_epi16::<4>(vh), m30),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(va), m4),
-                        _mm256_and_si256(_mm256_slli_epi16::<2>(vh), m30),
-                    ),
-                    _mm256_or_si256(_mm256_and_si256(vb, m4), _mm256_and_si256(vh, m30)),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(vb), m4),
-                        _mm256_and_si256(_mm256_srli_epi16::<2>(vh), m30),
-                    ),
-                ];
+                let q = q6_k_quads(col.add(144 + 96 * s));
                 for (t, a) in acts.iter().enumerate() {
                     let y = a.add(4 + 16 * s);
                     let bc =

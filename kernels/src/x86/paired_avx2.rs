@@ -272,3 +272,28 @@ pub(super) unsafe fn matmul_pairs(
         }
     })
 }
+
+/// The public `matmul_tokens(args, out)` of a prompt kernel module (packed weights times several
+/// tokens: every group times every token pair): the module's `pair_tile::<1..=4>` over
+/// [`matmul_pairs`] with activations `$acts` and the module's `COLUMN` bytes per column.
+macro_rules! paired_entry {
+    ($acts:expr) => {
+        /// Packed weights times several tokens: every group times every token pair.
+        ///
+        /// # Safety
+        /// The CPU must have AVX2, FMA and F16C; arguments as checked by
+        /// `crate::packed::matmul_packed_at`.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(crate) unsafe fn matmul_tokens(args: &PackedArgs<'_>, out: &mut [f32]) {
+            let tiles: [PairFn; PAIR_TILE] = [
+                pair_tile::<1>,
+                pair_tile::<2>,
+                pair_tile::<3>,
+                pair_tile::<4>,
+            ];
+            // SAFETY: same features; arguments as checked by the caller.
+            unsafe { matmul_pairs(args, out, $acts, COLUMN, tiles) }
+        }
+    };
+}
+pub(super) use paired_entry;

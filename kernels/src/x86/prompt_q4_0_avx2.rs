@@ -8,7 +8,8 @@
 use std::arch::x86_64::*;
 
 use super::paired_avx2::{
-    broadcast_pair, matmul_pairs, untangle, Activations, PairFn, PairedActivations, PAIR_TILE, SWAP,
+    broadcast_pair, matmul_pairs, paired_entry, untangle, Activations, PairFn, PairedActivations,
+    PAIR_TILE, SWAP,
 };
 use crate::packed::PackedArgs;
 
@@ -98,19 +99,4 @@ unsafe fn pair_tile<const P: usize>(
     }
 }
 
-/// Packed Q4_0 times several tokens (Q8_0 activations): every group times every token pair.
-///
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C; arguments as checked by
-/// `crate::packed::matmul_packed_at`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn matmul_tokens(args: &PackedArgs<'_>, out: &mut [f32]) {
-    let tiles: [PairFn; PAIR_TILE] = [
-        pair_tile::<1>,
-        pair_tile::<2>,
-        pair_tile::<3>,
-        pair_tile::<4>,
-    ];
-    // SAFETY: same features; arguments as checked by the caller.
-    unsafe { matmul_pairs(args, out, Activations::Q8_0, COLUMN, tiles) }
-}
+paired_entry!(Activations::Q8_0);

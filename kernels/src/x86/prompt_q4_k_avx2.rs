@@ -11,7 +11,8 @@ use std::arch::x86_64::*;
 
 use super::packed_avx2::avx2::q4_k_header;
 use super::paired_avx2::{
-    broadcast_pair, matmul_pairs, untangle, Activations, PairFn, PairedActivations, PAIR_TILE, SWAP,
+    broadcast_pair, matmul_pairs, paired_entry, untangle, Activations, PairFn, PairedActivations,
+    PAIR_TILE, SWAP,
 };
 use crate::packed::PackedArgs;
 
@@ -81,37 +82,7 @@ unsafe fn pair_tile<const P: usize>(
                     is[1] = _mm256_add_epi32(is[1], _mm256_madd_epi16(sm[1], k_swap));
                 }
             }
-            let d = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
-            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(col.add(16) as *const __m128i));
-            let scales = [
-                (d, dmin, mn_pairs),
-                (
-                    _mm256_permute_ps::<SWAP>(d),
-                    _mm256_permute_ps::<SWAP>(dmin),
-                    mn_pairs.map(|m| _mm256_shuffle_epi32::<SWAP>(m)),
-                ),
-            ];
-            for (k, (a, is)) in acc.iter_mut().zip(&isum).enumerate() {
-                let at = (p0 + k) * nb + b;
-                let d_act =
-                    _mm256_castsi256_ps(broadcast_pair(paired.d.as_ptr().add(2 * at) as *const u8));
-                let words = paired.sums.as_ptr().add(8 * at);
-                for (j, (d, dmin, mins)) in scales.iter().enumerate() {
-                    // Σ_s min_s · sum_s, exactly: pairs of sub-block sums, 16 bits each.
-                    let mut msum = _mm256_setzero_si256();
-                    for (i, mn) in mins.iter().enumerate() {
-                        let pair = broadcast_pair(words.add(2 * i) as *const u8);
-                        msum = _mm256_add_epi32(msum, _mm256_madd_epi16(*mn, pair));
-                    }
-                    a[j] =
-                        _mm256_fmadd_ps(_mm256_mul_ps(*d, d_act), _mm256_cvtepi32_ps(is[j]), a[j]);
-                    a[j] = _mm256_fnmadd_ps(
-                        _mm256_mul_ps(*dmin, d_act),
-                        _mm256_cvtepi32_ps(msum),
-                        a[j],
-                    );
-                }
-            }
+            finish_column(col, mn_pairs, &isum, paired, p0 * nb + b, nb, &mut acc);
         }
     }
     for (out, a) in acc_out.iter_mut().zip(acc) {
@@ -119,19 +90,56 @@ unsafe fn pair_tile<const P: usize>(
     }
 }
 
-/// Packed Q4_K times several tokens (Q8_K activations): every group times every token pair.
+/// The f32 steps of one super-block column (`col`, Q4_K's header layout: f16 `d` at 0 and
+/// `dmin` at 16) for a tile's pairs, whose block is at index `at0 + k·nb` of `paired`:
+/// `fma(d · d_a, Σ scale·dot, acc)` then `fnma(dmin · d_a, Σ min·sum, acc)`, for the straight
+/// and the swapped accumulators. Shared with `prompt_q5_k_avx2`.
 ///
 /// # Safety
-/// The CPU must have AVX2, FMA and F16C; arguments as checked by
-/// `crate::packed::matmul_packed_at`.
+/// The CPU must have AVX2, FMA and F16C; 32 bytes readable at `col`; pairs filled for
+/// [`Activations::Q8_K`] up to the tile's last.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn matmul_tokens(args: &PackedArgs<'_>, out: &mut [f32]) {
-    let tiles: [PairFn; PAIR_TILE] = [
-        pair_tile::<1>,
-        pair_tile::<2>,
-        pair_tile::<3>,
-        pair_tile::<4>,
-    ];
-    // SAFETY: same features; arguments as checked by the caller.
-    unsafe { matmul_pairs(args, out, Activations::Q8_K, COLUMN, tiles) }
+pub(super) unsafe fn finish_column<const P: usize>(
+    col: *const u8,
+    mn_pairs: [__m256i; 4],
+    isum: &[[__m256i; 2]; P],
+    paired: &PairedActivations,
+    at0: usize,
+    nb: usize,
+    acc: &mut [[__m256; 2]; P],
+) {
+    // SAFETY: the caller's bounds: 32 header bytes at col; each pair's scales (2) and sum
+    // words (8) at its block index.
+    unsafe {
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
+        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(col.add(16) as *const __m128i));
+        let scales = [
+            (d, dmin, mn_pairs),
+            (
+                _mm256_permute_ps::<SWAP>(d),
+                _mm256_permute_ps::<SWAP>(dmin),
+                mn_pairs.map(|m| _mm256_shuffle_epi32::<SWAP>(m)),
+            ),
+        ];
+        for (k, (a, is)) in acc.iter_mut().zip(isum).enumerate() {
+            let at = at0 + k * nb;
+            let d_act =
+                _mm256_castsi256_ps(broadcast_pair(paired.d.as_ptr().add(2 * at) as *const u8));
+            let words = paired.sums.as_ptr().add(8 * at);
+            for (j, (d, dmin, mins)) in scales.iter().enumerate() {
+                // Σ_s min_s · sum_s, exactly: pairs of sub-block sums, 16 bits each.
+                let mut msum = _mm256_setzero_si256();
+                for (i, mn) in mins.iter().enumerate() {
+                    let pair = broadcast_pair(words.add(2 * i) as *const u8);
+                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(*mn, pair));
+                }
+                a[j] = _mm256_fmadd_ps(_mm256_mul_ps(*d, d_act), _mm256_cvtepi32_ps(is[j]), a[j]);
+                a[j] =
+                    _mm256_fnmadd_ps(_mm256_mul_ps(*dmin, d_act), _mm256_cvtepi32_ps(msum), a[j]);
+            }
+        }
+    }
 }
+
+paired_entry!(Activations::Q8_K);

@@ -14,8 +14,10 @@ use std::arch::x86_64::*;
 use super::packed_avx2::avx2::q4_k_header;
 use super::packed_q5k_avx2::top_bit;
 use super::paired_avx2::{
-    broadcast_pair, matmul_pairs, untangle, Activations, PairFn, PairedActivations, PAIR_TILE, SWAP,
+    broadcast_pair, matmul_pairs, paired_entry, untangle, Activations, PairFn, PairedActivations,
+    PAIR_TILE, SWAP,
 };
+use super::prompt_q4_k_avx2::finish_column;
 use crate::packed::PackedArgs;
 
 /// Bytes of one super-block column of a packed Q5_K group: Q4_K's 128-byte header, then 8
@@ -95,37 +97,7 @@ unsafe fn pair_tile<const P: usize>(
                     }
                 }
             }
-            let d = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
-            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(col.add(16) as *const __m128i));
-            let scales = [
-                (d, dmin, mn_pairs),
-                (
-                    _mm256_permute_ps::<SWAP>(d),
-                    _mm256_permute_ps::<SWAP>(dmin),
-                    mn_pairs.map(|m| _mm256_shuffle_epi32::<SWAP>(m)),
-                ),
-            ];
-            for (k, (a, is)) in acc.iter_mut().zip(&isum).enumerate() {
-                let at = (p0 + k) * nb + b;
-                let d_act =
-                    _mm256_castsi256_ps(broadcast_pair(paired.d.as_ptr().add(2 * at) as *const u8));
-                let words = paired.sums.as_ptr().add(8 * at);
-                for (j, (d, dmin, mins)) in scales.iter().enumerate() {
-                    // Σ_s min_s · sum_s, exactly: pairs of sub-block sums, 16 bits each.
-                    let mut msum = _mm256_setzero_si256();
-                    for (i, mn) in mins.iter().enumerate() {
-                        let pair = broadcast_pair(words.add(2 * i) as *const u8);
-                        msum = _mm256_add_epi32(msum, _mm256_madd_epi16(*mn, pair));
-                    }
-                    a[j] =
-                        _mm256_fmadd_ps(_mm256_mul_ps(*d, d_act), _mm256_cvtepi32_ps(is[j]), a[j]);
-                    a[j] = _mm256_fnmadd_ps(
-                        _mm256_mul_ps(*dmin, d_act),
-                        _mm256_cvtepi32_ps(msum),
-                        a[j],
-                    );
-                }
-            }
+            finish_column(col, mn_pairs, &isum, paired, p0 * nb + b, nb, &mut acc);
         }
     }
     for (out, a) in acc_out.iter_mut().zip(acc) {
@@ -133,19 +105,4 @@ unsafe fn pair_tile<const P: usize>(
     }
 }
 
-/// Packed Q5_K times several tokens (Q8_K activations): every group times every token pair.
-///
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C; arguments as checked by
-/// `crate::packed::matmul_packed_at`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn matmul_tokens(args: &PackedArgs<'_>, out: &mut [f32]) {
-    let tiles: [PairFn; PAIR_TILE] = [
-        pair_tile::<1>,
-        pair_tile::<2>,
-        pair_tile::<3>,
-        pair_tile::<4>,
-    ];
-    // SAFETY: same features; arguments as checked by the caller.
-    unsafe { matmul_pairs(args, out, Activations::Q8_K, COLUMN, tiles) }
-}
+paired_entry!(Activations::Q8_K);

@@ -12,9 +12,10 @@
 
 use std::arch::x86_64::*;
 
-use super::packed_q6k_avx2::{DUP_EVEN, DUP_ODD};
+use super::packed_q6k_avx2::{q6_k_quads, DUP_EVEN, DUP_ODD};
 use super::paired_avx2::{
-    broadcast_pair, matmul_pairs, untangle, Activations, PairFn, PairedActivations, PAIR_TILE, SWAP,
+    broadcast_pair, matmul_pairs, paired_entry, untangle, Activations, PairFn, PairedActivations,
+    PAIR_TILE, SWAP,
 };
 use crate::packed::PackedArgs;
 
@@ -44,8 +45,6 @@ unsafe fn pair_tile<const P: usize>(
     p0: usize,
     acc_out: &mut [[__m256; 2]; PAIR_TILE],
 ) {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let m30 = _mm256_set1_epi8(0x30);
     // acc[k][0]: (row r, token r mod 2) in lane r; acc[k][1]: (row r ^ 1, token r mod 2).
     let mut acc = [[_mm256_setzero_ps(); 2]; P];
     for b in 0..nb {
@@ -85,25 +84,7 @@ unsafe fn pair_tile<const P: usize>(
                     let s = 2 * p + h;
                     let scale = _mm256_shuffle_epi8(pair, dup);
                     let scale_swap = _mm256_shuffle_epi32::<SWAP>(scale);
-                    let sub = col.add(144 + 96 * s);
-                    let va = _mm256_loadu_si256(sub as *const __m256i);
-                    let vb = _mm256_loadu_si256(sub.add(32) as *const __m256i);
-                    let vh = _mm256_loadu_si256(sub.add(64) as *const __m256i);
-                    let q = [
-                        _mm256_or_si256(
-                            _mm256_and_si256(va, m4),
-                            _mm256_and_si256(_mm256_slli_epi16::<4>(vh), m30),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(va), m4),
-                            _mm256_and_si256(_mm256_slli_epi16::<2>(vh), m30),
-                        ),
-                        _mm256_or_si256(_mm256_and_si256(vb, m4), _mm256_and_si256(vh, m30)),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(vb), m4),
-                            _mm256_and_si256(_mm256_srli_epi16::<2>(vh), m30),
-                        ),
-                    ];
+                    let q = q6_k_quads(col.add(144 + 96 * s));
                     let q_swap = [
                         _mm256_shuffle_epi32::<SWAP>(q[0]),
                         _mm256_shuffle_epi32::<SWAP>(q[1]),
@@ -155,19 +136,4 @@ unsafe fn pair_tile<const P: usize>(
     }
 }
 
-/// Packed Q6_K times several tokens (Q8_K activations): every group times every token pair.
-///
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C; arguments as checked by
-/// `crate::packed::matmul_packed_at`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn matmul_tokens(args: &PackedArgs<'_>, out: &mut [f32]) {
-    let tiles: [PairFn; PAIR_TILE] = [
-        pair_tile::<1>,
-        pair_tile::<2>,
-        pair_tile::<3>,
-        pair_tile::<4>,
-    ];
-    // SAFETY: same features; arguments as checked by the caller.
-    unsafe { matmul_pairs(args, out, Activations::Q8_KBlockSums, COLUMN, tiles) }
-}
+paired_entry!(Activations::Q8_KBlockSums);
