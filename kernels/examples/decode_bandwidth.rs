@@ -1,11 +1,12 @@
 //! How close a packed decode kernel comes to plain memory reads, with 1..N threads.
 //!
-//!     cargo run --release -p moe-edge-kernels --example decode_bandwidth -- [threads] [MiB] [type]
+//!     cargo run --release -p moe-edge-kernels --example decode_bandwidth -- [threads] [MiB] [type] [shape]
 //!
 //! Over a buffer far larger than the caches (768 MiB by default) each thread takes its share
 //! and the example prints GB/s (best of 5 passes after a warm-up) for:
 //! - `kernel`: one-token products of OLMoE-expert-shaped matrices (1024 × 2048, packed `type`:
-//!   q4_0 by default, or q4_k, q5_k, q6_k, q8_0), as decode runs them;
+//!   q4_0 by default, or q4_k, q5_k, q6_k, q8_0), as decode runs them; shape `down` takes
+//!   the transposed shape (2048 × 1024, the down projection's);
 //! - `read1`: one sequential stream of 256-bit loads per thread, no arithmetic;
 //! - `read4`: four interleaved streams per thread (`stream_read`, the roofline probe of
 //!   `moe-edge bench`).
@@ -15,8 +16,8 @@
 use moe_edge_kernels::{matmul_packed, pack_rows_in_place, quantize_activation, GgmlType};
 use std::time::Instant;
 
-const COLS: usize = 2048;
-const ROWS: usize = 1024;
+/// OLMoE's expert up and gate projections (columns, rows); `down` in the arguments swaps them.
+const UP_SHAPE: (usize, usize) = (2048, 1024);
 
 fn best_gbs(bytes: usize, mut pass: impl FnMut()) -> f64 {
     pass();
@@ -31,9 +32,9 @@ fn best_gbs(bytes: usize, mut pass: impl FnMut()) -> f64 {
 
 /// Valid rows of `ty` (every f16 scale 1/8, the other bytes random), packed as the runtime
 /// packs them.
-fn packed_matrices(ty: GgmlType, total: usize) -> (Vec<u8>, usize) {
+fn packed_matrices(ty: GgmlType, total: usize, cols: usize, rows: usize) -> (Vec<u8>, usize) {
     let block = ty.type_size();
-    let matrix = ty.row_bytes(COLS).expect("whole blocks") * ROWS;
+    let matrix = ty.row_bytes(cols).expect("whole blocks") * rows;
     // Where each block keeps its f16 scales (bytes written as 1/8 = 0x3000).
     let scale_bytes: &[usize] = match ty {
         GgmlType::Q4_0 | GgmlType::Q8_0 => &[0],
@@ -58,7 +59,7 @@ fn packed_matrices(ty: GgmlType, total: usize) -> (Vec<u8>, usize) {
     }
     let mut scratch = Vec::new();
     for m in w.chunks_exact_mut(matrix) {
-        pack_rows_in_place(ty, COLS, m, &mut scratch);
+        pack_rows_in_place(ty, cols, m, &mut scratch);
     }
     (w, matrix)
 }
@@ -86,12 +87,17 @@ fn main() {
         "q6_k" => GgmlType::Q6_K,
         other => panic!("unknown type {other}: use q4_0, q8_0, q4_k, q5_k or q6_k"),
     };
-    let (w, matrix) = packed_matrices(ty, mib << 20);
-    let x: Vec<f32> = (0..COLS)
+    let (cols, rows) = match args.next().as_deref().unwrap_or("up") {
+        "up" => UP_SHAPE,
+        "down" => (UP_SHAPE.1, UP_SHAPE.0),
+        other => panic!("unknown shape {other}: use up or down"),
+    };
+    let (w, matrix) = packed_matrices(ty, mib << 20, cols, rows);
+    let x: Vec<f32> = (0..cols)
         .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
         .collect();
     let act_ty = ty.vec_dot_type();
-    let mut act = vec![0u8; act_ty.row_bytes(COLS).expect("whole blocks")];
+    let mut act = vec![0u8; act_ty.row_bytes(cols).expect("whole blocks")];
     quantize_activation(act_ty, &x, &mut act);
     let share = w.len().div_ceil(threads).div_ceil(matrix) * matrix;
     let on_threads = |work: &(dyn Fn(&[u8]) + Sync)| {
@@ -103,9 +109,9 @@ fn main() {
     };
     let kernel = best_gbs(w.len(), || {
         on_threads(&|part| {
-            let mut out = vec![0f32; ROWS];
+            let mut out = vec![0f32; rows];
             for m in part.chunks_exact(matrix) {
-                matmul_packed(ty, COLS, m, &act, 1, &mut out);
+                matmul_packed(ty, cols, m, &act, 1, &mut out);
             }
             std::hint::black_box(&out);
         })

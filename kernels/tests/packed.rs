@@ -180,7 +180,7 @@ fn summaries_built_once_give_the_same_bits() {
             let mut want = vec![0f32; rows * n_tok];
             matmul_packed(ty, cols, &packed, &acts, n_tok, &mut want);
             // The same summaries serve every slice of whole groups, as a thread pool cuts them.
-            sums.build(ty, &acts);
+            sums.build(ty, cols, &acts);
             assert!(sums.fits(ty, &acts));
             let rb = ty.row_bytes(cols).unwrap();
             let mut got = vec![f32::NAN; rows * n_tok];
@@ -200,6 +200,31 @@ fn summaries_built_once_give_the_same_bits() {
     }
 }
 
+/// Summaries keep the rows paired by token for the prompt kernels. The same activation bytes
+/// read as rows of another width are other tokens: a product must not take those pairs. (The
+/// per-block summaries do not depend on the width, so such summaries still fit.)
+#[test]
+fn rows_paired_for_another_width_are_not_used() {
+    let mut rng = Rng::new(36);
+    for ty in PACKED_TYPES {
+        let b = ty.block_size();
+        let (rows, cols, n_tok) = (16, 2 * b, 4);
+        let acts = activations(ty, &mut rng, n_tok, cols);
+        let w = random_weights(ty, &mut rng, rows, cols);
+        let packed = packed(ty, cols, &w);
+        let mut want = vec![0f32; rows * n_tok];
+        matmul_packed(ty, cols, &packed, &acts, n_tok, &mut want);
+        // Built as 8 rows of half the width: paired as 4 pairs of narrow rows.
+        let mut sums = ActivationSummaries::new();
+        sums.build(ty, b, &acts);
+        assert!(sums.fits(ty, &acts));
+        let mut got = vec![f32::NAN; rows * n_tok];
+        matmul_packed_summarized(ty, cols, &packed, &acts, &sums, n_tok, &mut got);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{ty}");
+    }
+}
+
 #[test]
 fn summaries_of_other_activations_are_refused() {
     let mut rng = Rng::new(35);
@@ -209,7 +234,7 @@ fn summaries_of_other_activations_are_refused() {
     let packed = packed(ty, cols, &w);
     let acts = activations(ty, &mut rng, 2, cols);
     let mut sums = ActivationSummaries::new();
-    sums.build(ty, &acts[..acts.len() / 2]);
+    sums.build(ty, cols, &acts[..acts.len() / 2]);
     assert!(
         !sums.fits(ty, &acts),
         "one token's summaries fit two tokens"
@@ -219,7 +244,7 @@ fn summaries_of_other_activations_are_refused() {
         matmul_packed_summarized(ty, cols, &packed, &acts, &sums, 2, &mut out);
     });
     assert!(wrong_len.is_err(), "summaries of one token used for two");
-    sums.build(GgmlType::Q8_0, &acts);
+    sums.build(GgmlType::Q8_0, cols, &acts);
     assert!(!sums.fits(ty, &acts), "Q8_0 summaries fit Q4_0");
     let wrong_type = std::panic::catch_unwind(|| {
         let mut out = vec![0f32; rows * 2];

@@ -276,14 +276,17 @@ fn summarize_jobs(
     jobs: &[LinearJob<'_>],
     list: &mut Vec<ActivationSummaries>,
 ) -> SmallVec<[Option<usize>; 32]> {
-    let mut keys: SmallVec<[(usize, usize, GgmlType); 16]> = SmallVec::new();
+    // Activations are keyed by where they are, their length, the weight type (the summaries'
+    // layout) and the row width (how they pair into tokens).
+    let key_of = |j: &LinearJob<'_>| (j.xq.as_ptr() as usize, j.xq.len(), j.w.ty, j.w.cols);
+    let mut keys: SmallVec<[(usize, usize, GgmlType, usize); 16]> = SmallVec::new();
     let which = jobs
         .iter()
         .map(|j| {
             if !j.w.packed || j.n_tok == 0 || j.w.rows == 0 {
                 return None;
             }
-            let key = (j.xq.as_ptr() as usize, j.xq.len(), j.w.ty);
+            let key = key_of(j);
             Some(keys.iter().position(|k| *k == key).unwrap_or_else(|| {
                 keys.push(key);
                 keys.len() - 1
@@ -295,22 +298,21 @@ fn summarize_jobs(
     }
     // Each key's activations: the first job's with that key.
     let acts_of = |k: usize| {
-        let (ptr, len, ty) = keys[k];
         let job = jobs
             .iter()
-            .find(|j| j.w.packed && (j.xq.as_ptr() as usize, j.xq.len(), j.w.ty) == (ptr, len, ty))
+            .find(|j| j.w.packed && key_of(j) == keys[k])
             .expect("every key comes from a job");
-        (ty, job.xq)
+        (job.w.ty, job.w.cols, job.xq)
     };
     let blocks: usize = (0..keys.len())
         .map(|k| {
-            let (ty, xq) = acts_of(k);
+            let (ty, _, xq) = acts_of(k);
             xq.len() / ty.vec_dot_type().type_size()
         })
         .sum();
     let build = |(k, s): (usize, &mut ActivationSummaries)| {
-        let (ty, xq) = acts_of(k);
-        s.build(ty, xq);
+        let (ty, cols, xq) = acts_of(k);
+        s.build(ty, cols, xq);
     };
     if blocks >= SUMMARY_PARALLEL_MIN {
         list[..keys.len()]

@@ -38,6 +38,10 @@ pub(crate) struct PackedArgs<'a> {
     /// `[token][block][pair]` (see `summarize_q8_k`).
     pub act_s: &'a [i32],
     pub n_tokens: usize,
+    /// The rows paired for the AVX2 prompt kernels, when [`ActivationSummaries`] paired them
+    /// (a kernel uses them only if they are these rows in its form; else it pairs its own).
+    #[cfg(target_arch = "x86_64")]
+    pub paired: Option<&'a crate::x86::paired_avx2::PairedActivations>,
 }
 
 /// `out[t * n_rows + r]` for all packed rows and tokens.
@@ -238,27 +242,37 @@ fn call_kernel(
         summarize_into(ty, acts, act_d, act_s);
         // SAFETY: the summaries were just built from `acts`; the rest as this function's
         // callers checked.
-        unsafe { call_summarized(f, n_cols, w, acts, act_d, act_s, n_tokens, out) }
+        unsafe { call_summarized(f, n_cols, w, acts, (act_d, act_s, None), n_tokens, out) }
     });
 }
+
+/// `act_d`, `act_s` and the paired rows, if any, of a set of activations.
+type Summaries<'a> = (&'a [f32], &'a [i32], Option<&'a PairedRows>);
+
+/// The paired rows of the AVX2 prompt kernels (nothing elsewhere).
+#[cfg(target_arch = "x86_64")]
+type PairedRows = crate::x86::paired_avx2::PairedActivations;
+#[cfg(not(target_arch = "x86_64"))]
+type PairedRows = ();
 
 /// Runs packed kernel `f` with activation summaries built beforehand.
 ///
 /// # Safety
 /// The CPU must have `f`'s features; the shapes must have passed [`has_work`]; `act_d` and
 /// `act_s` must be `summarize_into(ty, acts, ..)`'s output for `f`'s weight type `ty` (or at
-/// least as long: the kernels index them without bounds checks).
-#[allow(clippy::too_many_arguments)]
+/// least as long: the kernels index them without bounds checks), and paired rows, if any,
+/// paired from `acts` (a kernel checks their form and shape itself).
 unsafe fn call_summarized(
     f: PackedMatmulFn,
     n_cols: usize,
     w: &[u8],
     acts: &[u8],
-    act_d: &[f32],
-    act_s: &[i32],
+    (act_d, act_s, paired): Summaries<'_>,
     n_tokens: usize,
     out: &mut [f32],
 ) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = paired;
     let args = PackedArgs {
         n_cols,
         w,
@@ -266,6 +280,8 @@ unsafe fn call_summarized(
         act_d,
         act_s,
         n_tokens,
+        #[cfg(target_arch = "x86_64")]
+        paired,
     };
     // SAFETY: the kernel is for a level this CPU supports; `w` is whole packed groups of
     // `n_cols` columns, `acts` and its summaries hold `n_tokens` rows, and `out` has
@@ -302,6 +318,10 @@ pub struct ActivationSummaries {
     built_for: Option<(GgmlType, usize)>,
     act_d: Vec<f32>,
     act_s: Vec<i32>,
+    /// The rows paired by token for the AVX2 prompt kernels, when the active level's kernel
+    /// for the type pairs them and there are enough tokens.
+    #[cfg(target_arch = "x86_64")]
+    paired: crate::x86::paired_avx2::PairedActivations,
 }
 
 impl ActivationSummaries {
@@ -311,26 +331,69 @@ impl ActivationSummaries {
             built_for: None,
             act_d: Vec::new(),
             act_s: Vec::new(),
+            #[cfg(target_arch = "x86_64")]
+            paired: crate::x86::paired_avx2::PairedActivations::new(),
         }
     }
 
-    /// Summarizes `acts`, activation rows quantized to `ty.vec_dot_type()`, for products with
-    /// packed `ty` weights. Panics if `acts` is not a whole number of such blocks.
-    pub fn build(&mut self, ty: GgmlType, acts: &[u8]) {
-        let bb = ty.vec_dot_type().type_size();
+    /// Summarizes `acts`, activation rows of `n_cols` columns quantized to
+    /// `ty.vec_dot_type()`, for products with packed `ty` weights; where the active level's
+    /// prompt kernel for `ty` pairs tokens (AVX2, 4 or more rows), pairs the rows too, once for
+    /// every product that shares them. Panics if `acts` is not a whole number of such rows.
+    pub fn build(&mut self, ty: GgmlType, n_cols: usize, acts: &[u8]) {
+        let rb = crate::row_bytes_of(ty.vec_dot_type(), n_cols);
         assert!(
-            acts.len().is_multiple_of(bb),
-            "activations: {} bytes is not a whole number of {} blocks",
+            rb > 0 && acts.len().is_multiple_of(rb),
+            "activations: {} bytes is not a whole number of {}-column {} rows",
             acts.len(),
+            n_cols,
             ty.vec_dot_type()
         );
         summarize_into(ty, acts, &mut self.act_d, &mut self.act_s);
         self.built_for = Some((ty, acts.len()));
+        #[cfg(target_arch = "x86_64")]
+        self.pair_rows(ty, n_cols, acts, acts.len() / rb);
+    }
+
+    /// Pairs the rows for the active level's prompt kernel for `ty`, if it pairs them.
+    #[cfg(target_arch = "x86_64")]
+    fn pair_rows(&mut self, ty: GgmlType, n_cols: usize, acts: &[u8], n_tokens: usize) {
+        use crate::x86::paired_avx2::Activations;
+        self.paired.clear();
+        let level = crate::active_level();
+        let Some(form) = Activations::paired_by(level, ty, avx512_kernels_verified(level)) else {
+            return;
+        };
+        if n_tokens < crate::x86::packed_avx2::PAIRED_FROM || !can_pack(ty, PACK_ROWS) {
+            return;
+        }
+        let args = PackedArgs {
+            n_cols,
+            w: &[],
+            acts,
+            act_d: &self.act_d,
+            act_s: &self.act_s,
+            n_tokens,
+            paired: None,
+        };
+        // SAFETY: the active level is AVX2 or above (`paired_by`), so the CPU has AVX2; `acts`
+        // is `n_tokens` whole rows of `n_cols` columns (checked by `build`) and `act_d`/`act_s`
+        // were just summarized from them for `ty`, whose activations take `form`.
+        unsafe { self.paired.pair(&args, form) };
     }
 
     /// Whether these summaries were built for products of packed `ty` with `acts`'s length.
     pub fn fits(&self, ty: GgmlType, acts: &[u8]) -> bool {
         self.built_for == Some((ty, acts.len()))
+    }
+
+    /// The summaries as a kernel reads them.
+    fn parts(&self) -> Summaries<'_> {
+        #[cfg(target_arch = "x86_64")]
+        let paired = Some(&self.paired);
+        #[cfg(not(target_arch = "x86_64"))]
+        let paired = None;
+        (&self.act_d, &self.act_s, paired)
     }
 }
 
@@ -358,18 +421,7 @@ pub fn matmul_packed_summarized(
         // SAFETY: the active level is this CPU's; shapes checked by `has_work`; the summaries
         // were built by `summarize_into` for this type from activations of this length, so
         // they are exactly as long as the kernel reads.
-        unsafe {
-            call_summarized(
-                f,
-                n_cols,
-                w,
-                acts,
-                &summaries.act_d,
-                &summaries.act_s,
-                n_tokens,
-                out,
-            )
-        }
+        unsafe { call_summarized(f, n_cols, w, acts, summaries.parts(), n_tokens, out) }
     }
 }
 

@@ -192,7 +192,7 @@ pub(crate) mod packed_q6k_avx2;
 pub(crate) mod packed_q8_avx2;
 pub(crate) mod packed_q8_avx512;
 pub(crate) mod packed_ssse3;
-mod paired_avx2;
+pub(crate) mod paired_avx2;
 pub(crate) mod prompt_q4_0_avx2;
 pub(crate) mod prompt_q4_k_avx2;
 pub(crate) mod prompt_q5_k_avx2;

@@ -14,7 +14,9 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
+use crate::level::KernelLevel;
 use crate::packed::{PackedArgs, PACK_ROWS};
+use crate::types::GgmlType;
 
 /// Adjacent 32-bit lanes swapped (0 1 2 3 → 1 0 3 2 in each 128-bit half).
 pub(super) const SWAP: i32 = 0b10_11_00_01;
@@ -24,7 +26,13 @@ pub(super) const PAIR_TILE: usize = 4;
 
 /// The activations of each token pair interleaved by quad, and their summaries by pair.
 /// Tokens are paired (0, 1), (2, 3), …; an odd last token is paired with itself.
-pub(super) struct PairedActivations {
+///
+/// A prompt kernel fills them in a per-thread buffer, or takes them ready-made from
+/// [`crate::ActivationSummaries`]: the summaries are built once per set of activation rows and
+/// shared by every row slice of every product with those rows (a thread pool cuts one product
+/// into many slices, and each slice used to pair the same rows again).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PairedActivations {
     /// `[pair][block]`: the block's quads, quad q of the first token then of the second.
     pub quads: Vec<u8>,
     /// `[pair][block]`: the two tokens' block scales.
@@ -32,13 +40,13 @@ pub(super) struct PairedActivations {
     /// `[pair][block][word]`: each summary word of the block (`PackedArgs::act_s`) of the first
     /// token, then of the second.
     pub sums: Vec<i32>,
+    /// The form, columns and tokens of the rows paired last (`None`: nothing paired).
+    paired: Option<(Activations, usize, usize)>,
 }
 
 thread_local! {
     /// Per-thread paired activations (grown to the largest product seen, then reused).
-    static PAIRED: RefCell<PairedActivations> = const {
-        RefCell::new(PairedActivations { quads: Vec::new(), d: Vec::new(), sums: Vec::new() })
-    };
+    static PAIRED: RefCell<PairedActivations> = const { RefCell::new(PairedActivations::new()) };
 }
 
 /// `a` and `b` (32 quant bytes each) interleaved by quad into `out` (64 bytes).
@@ -62,6 +70,16 @@ unsafe fn interleave32(a: *const u8, b: *const u8, out: *mut u8) {
 }
 
 impl PairedActivations {
+    /// Nothing paired yet.
+    pub(crate) const fn new() -> Self {
+        PairedActivations {
+            quads: Vec::new(),
+            d: Vec::new(),
+            sums: Vec::new(),
+            paired: None,
+        }
+    }
+
     /// Pairs `args`'s activation rows: blocks of `block` bytes whose `quant_bytes` quants start
     /// at `quants_at`, `words` summary words per block from `args.act_s` (or, with
     /// `words_in_block`, from the block's own bytes at that offset), and the block scale from
@@ -118,35 +136,36 @@ impl PairedActivations {
         }
     }
 
-    /// Pairs Q8_0 activation rows (the Q4_0 kernels' `act_d`, one zero point per block).
+    /// Pairs `args`'s activation rows in form `acts` (the caller's AVX2 check done) and records
+    /// what was paired.
     ///
     /// # Safety
-    /// As for [`Self::fill`].
+    /// The CPU must have AVX2; `args` as checked by `crate::packed::matmul_packed_at` for a
+    /// weight type whose activations are `acts` (its `w` is not read).
     #[target_feature(enable = "avx2")]
-    unsafe fn fill_q8_0(&mut self, args: &PackedArgs<'_>) {
-        // SAFETY: same features; Q8_0 blocks are 34 bytes with 32 quants after an f16 scale.
-        unsafe { self.fill(args, (34, 2, 32, 1), None) }
+    pub(crate) unsafe fn pair(&mut self, args: &PackedArgs<'_>, acts: Activations) {
+        // SAFETY: same features; the block shapes are those of `acts`: Q8_0 blocks are 34
+        // bytes with 32 quants after an f16 scale, Q8_K blocks 292 bytes (an f32 scale, 256
+        // quants, then 16 sub-block sums as 8 words at byte 260).
+        unsafe {
+            match acts {
+                Activations::Q8_0 => self.fill(args, (34, 2, 32, 1), None),
+                Activations::Q8_K => self.fill(args, (292, 4, 256, 4), None),
+                Activations::Q8_KBlockSums => self.fill(args, (292, 4, 256, 8), Some(260)),
+            }
+        }
+        self.paired = Some((acts, args.n_cols, args.n_tokens));
     }
 
-    /// Pairs Q8_K activation rows (scale from each block, 4 sub-block sum words per block).
-    ///
-    /// # Safety
-    /// As for [`Self::fill`].
-    #[target_feature(enable = "avx2")]
-    unsafe fn fill_q8_k(&mut self, args: &PackedArgs<'_>) {
-        // SAFETY: same features; Q8_K blocks are 292 bytes: an f32 scale, 256 quants, sums.
-        unsafe { self.fill(args, (292, 4, 256, 4), None) }
+    /// Forgets the rows paired last (the buffers keep their memory).
+    pub(crate) fn clear(&mut self) {
+        self.paired = None;
     }
 
-    /// Pairs Q8_K activation rows with each block's own 16 sub-block sums (8 words of two i16,
-    /// bytes 260..292), as Q6_K's 16-element sub-blocks need.
-    ///
-    /// # Safety
-    /// As for [`Self::fill`].
-    #[target_feature(enable = "avx2")]
-    unsafe fn fill_q8_k_block_sums(&mut self, args: &PackedArgs<'_>) {
-        // SAFETY: same features; Q8_K blocks are 292 bytes, the sums at 260.
-        unsafe { self.fill(args, (292, 4, 256, 8), Some(260)) }
+    /// Whether these are `args`'s rows paired in form `acts` (given that they were paired
+    /// from the same activation bytes, as [`crate::ActivationSummaries`] checks).
+    fn serve(&self, args: &PackedArgs<'_>, acts: Activations) -> bool {
+        self.paired == Some((acts, args.n_cols, args.n_tokens))
     }
 }
 
@@ -224,9 +243,9 @@ unsafe fn drive_pairs(
 }
 
 /// The activation blocks a prompt kernel reads.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(non_camel_case_types)] // ggml's block names, as in `GgmlType`
-pub(super) enum Activations {
+pub(crate) enum Activations {
     /// Q8_0 (for Q4_0 weights): 32 quants per block.
     Q8_0,
     /// Q8_K (for Q4_K and Q5_K): 256 quants per block, 4 summary words per block (`act_s`).
@@ -235,8 +254,34 @@ pub(super) enum Activations {
     Q8_KBlockSums,
 }
 
-/// A prompt kernel's product: this thread's paired activations filled from `args`, then every
-/// group (`column_bytes` per column of `acts`'s block size) times every token pair.
+impl Activations {
+    /// The form the prompt kernels of `level` pair for packed `ty`, if they pair tokens: the
+    /// AVX2 kernels of Q4_0, Q4_K, Q5_K and Q6_K, which the AVX-512 levels also run for the
+    /// types without a kernel of their own, and for all types when their own kernels failed
+    /// the start-up check (`avx512` false; `crate::packed`'s dispatch). A wrong answer costs
+    /// time only: a kernel pairs its own rows when the ones it is given are not in its form.
+    pub(crate) fn paired_by(level: KernelLevel, ty: GgmlType, avx512: bool) -> Option<Self> {
+        if !matches!(
+            level,
+            KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni
+        ) {
+            return None;
+        }
+        match ty {
+            GgmlType::Q4_0 if !avx512 => Some(Activations::Q8_0),
+            GgmlType::Q4_K if !(avx512 && level == KernelLevel::Avx512Vnni) => {
+                Some(Activations::Q8_K)
+            }
+            GgmlType::Q5_K => Some(Activations::Q8_K),
+            GgmlType::Q6_K => Some(Activations::Q8_KBlockSums),
+            _ => None,
+        }
+    }
+}
+
+/// A prompt kernel's product: the paired activations `args` brings when they are its rows in
+/// form `acts`, else this thread's, filled from `args`; then every group (`column_bytes` per
+/// column of `acts`'s block size) times every token pair.
 ///
 /// # Safety
 /// The CPU must have AVX2; arguments as checked by `crate::packed::matmul_packed_at` for a
@@ -250,24 +295,20 @@ pub(super) unsafe fn matmul_pairs(
     column_bytes: usize,
     tiles: [PairFn; PAIR_TILE],
 ) {
+    let nb = match acts {
+        Activations::Q8_0 => args.n_cols / 32,
+        Activations::Q8_K | Activations::Q8_KBlockSums => args.n_cols / 256,
+    };
+    if let Some(paired) = args.paired.filter(|p| p.serve(args, acts)) {
+        // SAFETY: same features; `paired` holds `args`'s rows in form `acts`; the caller's
+        // bounds.
+        return unsafe { drive_pairs(args, out, nb, nb * column_bytes, paired, tiles) };
+    }
     PAIRED.with(|cell| {
         let paired = &mut cell.borrow_mut();
         // SAFETY: same features; the caller's bounds.
         unsafe {
-            let nb = match acts {
-                Activations::Q8_0 => {
-                    paired.fill_q8_0(args);
-                    args.n_cols / 32
-                }
-                Activations::Q8_K => {
-                    paired.fill_q8_k(args);
-                    args.n_cols / 256
-                }
-                Activations::Q8_KBlockSums => {
-                    paired.fill_q8_k_block_sums(args);
-                    args.n_cols / 256
-                }
-            };
+            paired.pair(args, acts);
             drive_pairs(args, out, nb, nb * column_bytes, paired, tiles)
         }
     })

@@ -24,7 +24,7 @@ const PREFETCH_AHEAD: usize = 1152;
 ///
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C; the group is whole (`nb` columns) and pairs
-/// `p0..p0 + P` exist in `paired`, filled by [`PairedActivations::fill_q8_0`].
+/// `p0..p0 + P` exist in `paired`, paired for [`Activations::Q8_0`].
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn pair_tile<const P: usize>(
