@@ -54,27 +54,39 @@ unsafe fn pair_tile<const P: usize>(
                     _mm_prefetch::<_MM_HINT_T0>(col.wrapping_add(at) as *const i8);
                 }
             }
-            // 16-bit sums of 8 chunk products (|sum| ≤ 8 × 2 × 15 × 128 < 2^15).
-            let mut sums = [[_mm256_setzero_si256(); 2]; P];
-            for i in 0..steps {
-                // Chunk 2i (quants 4i.., low nibbles) and 2i + 1 (quants 16 + 4i.., high).
+            // Chunk 2i (quants 4i.., low nibbles) and 2i + 1 (quants 16 + 4i.., high), each
+            // also with adjacent rows swapped.
+            let weights = |i: usize| {
                 let v = _mm256_loadu_si256(col.add(16 + 32 * i) as *const __m256i);
                 let lo = _mm256_and_si256(v, mask);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
-                let lo_swap = _mm256_shuffle_epi32::<SWAP>(lo);
-                let hi_swap = _mm256_shuffle_epi32::<SWAP>(hi);
+                let swap = |x| _mm256_shuffle_epi32::<SWAP>(x);
+                [lo, hi, swap(lo), swap(hi)]
+            };
+            // Step i's products for pair k: straight and swapped.
+            let products = |w: &[__m256i; 4], k: usize, i: usize| {
+                let quads = paired.quads.as_ptr().add(((p0 + k) * nb + b) * 64);
+                let y_lo = broadcast_pair(quads.add(8 * i));
+                let y_hi = broadcast_pair(quads.add(8 * (4 + i)));
+                [
+                    _mm256_add_epi16(
+                        _mm256_maddubs_epi16(w[0], y_lo),
+                        _mm256_maddubs_epi16(w[1], y_hi),
+                    ),
+                    _mm256_add_epi16(
+                        _mm256_maddubs_epi16(w[2], y_lo),
+                        _mm256_maddubs_epi16(w[3], y_hi),
+                    ),
+                ]
+            };
+            // 16-bit sums of 8 chunk products (|sum| ≤ 8 × 2 × 15 × 128 < 2^15), started
+            // from step 0's products rather than from zero (two adds fewer per pair).
+            let w0 = weights(0);
+            let mut sums: [[__m256i; 2]; P] = std::array::from_fn(|k| products(&w0, k, 0));
+            for i in 1..steps {
+                let w = weights(i);
                 for (k, s) in sums.iter_mut().enumerate() {
-                    let quads = paired.quads.as_ptr().add(((p0 + k) * nb + b) * 64);
-                    let y_lo = broadcast_pair(quads.add(8 * i));
-                    let y_hi = broadcast_pair(quads.add(8 * (4 + i)));
-                    let straight = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(lo, y_lo),
-                        _mm256_maddubs_epi16(hi, y_hi),
-                    );
-                    let swapped = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(lo_swap, y_lo),
-                        _mm256_maddubs_epi16(hi_swap, y_hi),
-                    );
+                    let [straight, swapped] = products(&w, k, i);
                     s[0] = _mm256_add_epi16(s[0], straight);
                     s[1] = _mm256_add_epi16(s[1], swapped);
                 }

@@ -60,21 +60,31 @@ unsafe fn pair_tile<const P: usize>(
                 let k_swap = _mm256_shuffle_epi32::<SWAP>(k_straight);
                 // Sub-block s: the low nibbles of stretch s / 2 for even s, the high for odd.
                 let stretch = col.add(128 + 256 * (s / 2));
-                // 16-bit sums of 8 chunk products (|sum| ≤ 8 × 2 × 15 × 128 < 2^15).
-                let mut sums = [[_mm256_setzero_si256(); 2]; P];
-                for c in 0..chunks {
+                let weights = |c: usize| {
                     let v = _mm256_loadu_si256(stretch.add(32 * c) as *const __m256i);
                     let w = if s % 2 == 0 {
                         _mm256_and_si256(v, mask)
                     } else {
                         _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask)
                     };
-                    let w_swap = _mm256_shuffle_epi32::<SWAP>(w);
+                    [w, _mm256_shuffle_epi32::<SWAP>(w)]
+                };
+                // Chunk c's products for pair k: straight and swapped.
+                let products = |w: &[__m256i; 2], k: usize, c: usize| {
+                    let quads = paired.quads.as_ptr().add(((p0 + k) * nb + b) * 512);
+                    let y = broadcast_pair(quads.add(8 * (8 * s + c)));
+                    [_mm256_maddubs_epi16(w[0], y), _mm256_maddubs_epi16(w[1], y)]
+                };
+                // 16-bit sums of 8 chunk products (|sum| ≤ 8 × 2 × 15 × 128 < 2^15), started
+                // from chunk 0's products rather than from zero (two adds fewer per pair).
+                let w0 = weights(0);
+                let mut sums: [[__m256i; 2]; P] = std::array::from_fn(|k| products(&w0, k, 0));
+                for c in 1..chunks {
+                    let w = weights(c);
                     for (k, sm) in sums.iter_mut().enumerate() {
-                        let quads = paired.quads.as_ptr().add(((p0 + k) * nb + b) * 512);
-                        let y = broadcast_pair(quads.add(8 * (8 * s + c)));
-                        sm[0] = _mm256_add_epi16(sm[0], _mm256_maddubs_epi16(w, y));
-                        sm[1] = _mm256_add_epi16(sm[1], _mm256_maddubs_epi16(w_swap, y));
+                        let [straight, swapped] = products(&w, k, c);
+                        sm[0] = _mm256_add_epi16(sm[0], straight);
+                        sm[1] = _mm256_add_epi16(sm[1], swapped);
                     }
                 }
                 for (is, sm) in isum.iter_mut().zip(&sums) {
