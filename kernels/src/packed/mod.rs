@@ -307,7 +307,8 @@ fn summarize_into(ty: GgmlType, acts: &[u8], act_d: &mut Vec<f32>, act_s: &mut V
 }
 
 /// What the packed kernels need to know about a set of quantized activation rows besides the
-/// rows themselves (block scales as f32, block sums): built once with
+/// rows themselves (block scales as f32, block sums, and for the AVX2 prompt kernels the rows
+/// interleaved by token pair): built once with
 /// [`ActivationSummaries::build`] and shared by every packed product with those rows —
 /// the gate and up projections of a token, every row slice a thread pool cuts a product
 /// into — instead of rebuilt by each call of [`matmul_packed`].
