@@ -13,6 +13,8 @@
 //!
 //! Pages are the allocator's (4 KiB unless the system gives huge pages to every mapping).
 
+mod common;
+
 use moe_edge_kernels::{matmul_packed, pack_rows_in_place, quantize_activation, GgmlType};
 use std::time::Instant;
 
@@ -79,14 +81,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
     let mib: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(768);
-    let ty = match args.next().as_deref().unwrap_or("q4_0") {
-        "q4_0" => GgmlType::Q4_0,
-        "q8_0" => GgmlType::Q8_0,
-        "q4_k" => GgmlType::Q4_K,
-        "q5_k" => GgmlType::Q5_K,
-        "q6_k" => GgmlType::Q6_K,
-        other => panic!("unknown type {other}: use q4_0, q8_0, q4_k, q5_k or q6_k"),
-    };
+    let ty = common::packed_type(args.next().as_deref());
     let (cols, rows) = match args.next().as_deref().unwrap_or("up") {
         "up" => UP_SHAPE,
         "down" => (UP_SHAPE.1, UP_SHAPE.0),

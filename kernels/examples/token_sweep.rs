@@ -8,7 +8,9 @@
 //! q6_k, q8_0) stays in cache; each line is one token count, the best of 1000 products, one
 //! thread, at the active kernel level (`MOE_EDGE_KERNELS` lowers it).
 
-use moe_edge_kernels::{matmul_packed, pack_rows_in_place, quantize_activation, GgmlType};
+mod common;
+
+use moe_edge_kernels::{matmul_packed, pack_rows_in_place, quantize_activation};
 use std::time::Instant;
 
 const COLS: usize = 2048;
@@ -16,14 +18,7 @@ const ROWS: usize = 1024;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let ty = match args.next().as_deref().unwrap_or("q4_0") {
-        "q4_0" => GgmlType::Q4_0,
-        "q8_0" => GgmlType::Q8_0,
-        "q4_k" => GgmlType::Q4_K,
-        "q5_k" => GgmlType::Q5_K,
-        "q6_k" => GgmlType::Q6_K,
-        other => panic!("unknown type {other}: use q4_0, q8_0, q4_k, q5_k or q6_k"),
-    };
+    let ty = common::packed_type(args.next().as_deref());
     let max_tokens: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(32);
     // Valid blocks: quantize random rows with the reference quantizer, then pack.
     let mut s = 0x2545_f491_4f6c_dd1du64;
