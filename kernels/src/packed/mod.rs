@@ -361,13 +361,14 @@ impl ActivationSummaries {
     fn pair_rows(&mut self, ty: GgmlType, n_cols: usize, acts: &[u8], n_tokens: usize) {
         use crate::x86::paired_avx2::Activations;
         self.paired.clear();
+        // A decode step's single row returns here first.
+        if n_tokens < crate::x86::packed_avx2::PAIRED_FROM || !can_pack(ty, PACK_ROWS) {
+            return;
+        }
         let level = crate::active_level();
         let Some(form) = Activations::paired_by(level, ty, avx512_kernels_verified(level)) else {
             return;
         };
-        if n_tokens < crate::x86::packed_avx2::PAIRED_FROM || !can_pack(ty, PACK_ROWS) {
-            return;
-        }
         let args = PackedArgs {
             n_cols,
             w: &[],
