@@ -42,7 +42,7 @@ pub use packed::{
     ActivationSummaries, PACK_ROWS,
 };
 pub use types::GgmlType;
-pub use vector::{axpy, axpy_at, dot_f32, dot_f32_at, stream_read, stream_read_at};
+pub use vector::{axpy, axpy_at, dot_f32, dot_f32_at, prefetch, stream_read, stream_read_at};
 
 fn row_bytes_of(ty: GgmlType, n: usize) -> usize {
     match ty.row_bytes(n) {

@@ -100,6 +100,32 @@ unsafe fn axpy_sse2(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// Asks the CPU to bring every cache line of `data` into its nearest cache, without waiting:
+/// for small buffers a step is about to touch whose lines a long stream of weights has
+/// evicted (a decode step's KV cache rows are written right after the q, k and v products
+/// have streamed megabytes). A hint only: x86 issues one `prefetcht0` per line; other targets
+/// do nothing yet.
+pub fn prefetch<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(data);
+        if bytes == 0 {
+            return;
+        }
+        let start = data.as_ptr() as *const i8;
+        let first_line = start.wrapping_sub(start as usize % 64);
+        let lines = (start as usize % 64 + bytes).div_ceil(64);
+        for line in 0..lines {
+            // SAFETY: a prefetch never faults and reads nothing into the program; the
+            // addresses are the lines `data` overlaps, formed with wrapping arithmetic.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(first_line.wrapping_add(64 * line)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
 /// Reads every byte of `buf` once, as fast as the level's widest loads allow, and returns a
 /// checksum (so the reads cannot be optimised away): the probe behind memory-bandwidth
 /// rooflines. Unaligned head and tail bytes are summed one by one. The checksum depends on the

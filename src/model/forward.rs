@@ -375,6 +375,9 @@ impl Model {
                 out: v,
             },
         ]);
+        if n == 1 {
+            state.kv.prefetch_row(il, state.n_past);
+        }
         add_bias(q, &layer.bq);
         add_bias(k, &layer.bk);
         add_bias(v, &layer.bv);

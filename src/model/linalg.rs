@@ -424,10 +424,29 @@ pub fn linear(w: WeightView<'_>, xq: &[u8], n_tok: usize, out: &mut [f32]) {
     linear_many(&mut [LinearJob { w, xq, n_tok, out }]);
 }
 
+/// Independent f64 partial sums in [`sum_of_squares`]: enough to hide the adds' latency, and
+/// in a fixed order, so the result is the same on every machine.
+const SQUARE_LANES: usize = 8;
+
+/// Σ v² as ggml's RMSNorm takes it: each square rounded in f32, summed in f64. ggml sums in one
+/// chain of dependent adds; here [`SQUARE_LANES`] chains, summed at the end, which the compiler
+/// can vectorize. The f64 sums differ from ggml's by about 1e-13 relative, far below the f32
+/// rounding of the mean that follows (`rms_norm_scale_matches_one_f64_chain`).
+fn sum_of_squares(x: &[f32]) -> f64 {
+    let mut lanes = [0f64; SQUARE_LANES];
+    let mut chunks = x.chunks_exact(SQUARE_LANES);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += (v * v) as f64;
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| (v * v) as f64).sum();
+    lanes.iter().sum::<f64>() + tail
+}
+
 /// RMSNorm as ggml computes it (sum of squares in f64), times `weight`.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
-    let mean = (sum / x.len() as f64) as f32;
+    let mean = (sum_of_squares(x) / x.len() as f64) as f32;
     let scale = 1.0 / (mean + eps).sqrt();
     for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
         *o = v * scale * w;
@@ -436,8 +455,7 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 
 /// In-place RMSNorm times `weight`.
 pub fn rms_norm_inplace(x: &mut [f32], weight: &[f32], eps: f32) {
-    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
-    let mean = (sum / x.len() as f64) as f32;
+    let mean = (sum_of_squares(x) / x.len() as f64) as f32;
     let scale = 1.0 / (mean + eps).sqrt();
     for (v, &w) in x.iter_mut().zip(weight) {
         *v = *v * scale * w;
@@ -486,6 +504,24 @@ pub fn rope_heads(
 mod tests {
     use super::*;
     use crate::rng::XorShift64;
+
+    #[test]
+    fn rms_norm_scale_matches_one_f64_chain() {
+        // ggml's order: one chain of f64 adds. The lanes' sum must give the same f32 mean on
+        // rows of every length, with values spread over many magnitudes.
+        let mut rng = XorShift64::new(7);
+        for len in (1..40).chain([63, 64, 65, 127, 2048, 2049, 5120]) {
+            for _ in 0..50 {
+                let x: Vec<f32> = (0..len)
+                    .map(|_| (rng.unit() - 0.5) * 2f32.powi(rng.below(24) as i32 - 12))
+                    .collect();
+                let chain: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+                let want = (chain / len as f64) as f32;
+                let got = (sum_of_squares(&x) / len as f64) as f32;
+                assert_eq!(got.to_bits(), want.to_bits(), "length {len}");
+            }
+        }
+    }
 
     /// `rows` random rows of `cols` quantized to `ty`, packed if asked.
     fn weights(

@@ -110,6 +110,9 @@ impl Model {
             quantize_rows(layout.up.ty, xn, n, xq_tokens_up);
         }
         let (xq_tokens, xq_tokens_up) = (&*xq_tokens, &*xq_tokens_up);
+        let n_used = used.len();
+        // Set when one call of the closure below has summed the slots into `out`.
+        let mut summed = false;
         for chunk in used.chunks(self.store.max_batch().max(1)) {
             // Resident experts are computed while the missing ones load; the results land in
             // per-(token, slot) rows summed in slot order below, so the order does not matter.
@@ -211,6 +214,24 @@ impl Model {
                     }
                     linear_many(&mut jobs);
                     drop(jobs);
+                    if n == 1 && k == n_used {
+                        // One token and every routed expert in this call (decode with the
+                        // experts in RAM): its slots summed straight from the products, in
+                        // slot order and with the same roundings as the per-slot rows below
+                        // (each v·w rounded, then added), without writing and rereading them.
+                        let o = zeroed(out, e);
+                        for c in route(0) {
+                            let p = group
+                                .iter()
+                                .position(|&ex| ex == c.expert)
+                                .expect("every routed expert is in the group");
+                            for (a, &v) in o.iter_mut().zip(&down[p * e..(p + 1) * e]) {
+                                *a += v * c.weight;
+                            }
+                        }
+                        summed = true;
+                        return Ok(());
+                    }
                     // Each pair's weighted output into its (token, slot) row, row by row
                     // (over the pool for a batch).
                     let pair_of = sized(pair_of, n * max_slots);
@@ -232,6 +253,9 @@ impl Model {
                     Ok(())
                 },
             )?;
+        }
+        if summed {
+            return Ok(());
         }
         let slot_out = &*slot_out;
         per_row(zeroed(out, n * e), e, |t, o| {
