@@ -105,6 +105,55 @@ fn bench_json_reports_every_repetition_and_the_roofline() {
     let fraction = v["roofline_fraction"].as_f64().unwrap();
     let tg = v["tg_mean"].as_f64().unwrap();
     assert!((fraction - tg / roofline).abs() <= 1e-9 * fraction.max(1e-9));
+    assert!(v["decode_timing"].is_null(), "timing only when asked for");
+}
+
+#[test]
+fn bench_timing_splits_decode_into_regions_and_serial_work() {
+    let out = Command::new(env!("CARGO_BIN_EXE_moe-edge"))
+        .args([
+            "bench",
+            "-p",
+            "0",
+            "-n",
+            "6",
+            "-r",
+            "2",
+            "-t",
+            "2",
+            "--no-roofline",
+            "--timing",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let t = &v["decode_timing"];
+    let f = |k: &str| t[k].as_f64().unwrap_or_else(|| panic!("{k} in {t}"));
+    // Every decode step runs the same products: whole regions and tasks per token, at least
+    // two tasks per region (one-task products run inline and are not regions).
+    let (regions, tasks) = (f("regions"), f("tasks"));
+    assert!(regions >= 1.0 && regions.fract() == 0.0, "{t}");
+    assert!(tasks >= 2.0 * regions && tasks.fract() == 0.0, "{t}");
+    // The step's time is the regions' plus the serial work between them.
+    let (ms, region, serial) = (f("ms"), f("region_ms"), f("serial_ms"));
+    assert!(region > 0.0 && serial > 0.0, "{t}");
+    assert!((region + serial - ms).abs() <= 1e-9 * ms, "{t}");
+    // Per token, tg figure and timing agree.
+    let tg = v["tg_mean"].as_f64().unwrap();
+    let runs = v["tg_tps"].as_array().unwrap();
+    let harmonic = runs.len() as f64 / runs.iter().map(|x| 1.0 / x.as_f64().unwrap()).sum::<f64>();
+    assert!(
+        (1000.0 / ms - harmonic).abs() <= 1e-6 * harmonic,
+        "{t} against tg {tg}"
+    );
+    // Tasks run inside their regions: at most every thread busy all the time, and the main
+    // thread waits only inside a region.
+    let busy = f("busy_fraction");
+    assert!(busy > 0.0 && busy <= 1.0, "{t}");
+    assert!(f("tail_wait_ms") <= region, "{t}");
 }
 
 #[test]

@@ -3,13 +3,14 @@
 //! for generation: bytes of weights touched per token ÷ a read bandwidth measured here.
 
 use crate::rng::XorShift64;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Args;
 use rayon::prelude::*;
 
 use super::ModelArgs;
+use crate::model::decode_timing::{self, DecodeTiming};
 use crate::model::weights::Ffn;
 use crate::model::{LogitsWanted, Model};
 
@@ -36,6 +37,11 @@ pub struct BenchArgs {
     /// Skip the memory-bandwidth measurement
     #[arg(long = "no-roofline")]
     pub no_roofline: bool,
+    /// Also report where generation's time goes: the decode pool's parallel regions (how busy
+    /// their threads were, how long the main thread waited for their last tasks) and the
+    /// serial work between them. Reads the clock twice per task
+    #[arg(long)]
+    pub timing: bool,
 }
 
 /// Bytes of weights one decoded token reads: every non-expert matrix except the embedding table
@@ -97,6 +103,61 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
+/// [`DecodeTiming`] over every generation repetition, with their wall time.
+#[derive(Default)]
+struct TimingTotals {
+    wall: Duration,
+    pool: DecodeTiming,
+}
+
+/// One generated token's share of [`TimingTotals`] (milliseconds).
+#[derive(serde::Serialize)]
+struct TimingPerToken {
+    ms: f64,
+    regions: f64,
+    tasks: f64,
+    region_ms: f64,
+    serial_ms: f64,
+    tail_wait_ms: f64,
+    /// Task time over region time times threads.
+    busy_fraction: f64,
+}
+
+impl TimingTotals {
+    fn add(&mut self, wall: Duration, t: DecodeTiming) {
+        self.wall += wall;
+        let p = &mut self.pool;
+        p.regions += t.regions;
+        p.tasks += t.tasks;
+        p.region += t.region;
+        p.busy += t.busy;
+        p.tail_wait += t.tail_wait;
+    }
+
+    fn per_token(&self, tokens: usize, threads: usize) -> Option<TimingPerToken> {
+        if tokens == 0 {
+            return None;
+        }
+        let n = tokens as f64;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3 / n;
+        let p = &self.pool;
+        let region_s = p.region.as_secs_f64();
+        Some(TimingPerToken {
+            ms: ms(self.wall),
+            regions: p.regions as f64 / n,
+            tasks: p.tasks as f64 / n,
+            region_ms: ms(p.region),
+            serial_ms: ms(self.wall.saturating_sub(p.region)),
+            tail_wait_ms: ms(p.tail_wait),
+            busy_fraction: if region_s > 0.0 {
+                p.busy.as_secs_f64() / (region_s * threads.max(1) as f64)
+            } else {
+                0.0
+            },
+        })
+    }
+}
+
 pub fn run(args: BenchArgs) -> Result<()> {
     let mut margs = args.model.clone();
     if margs.ctx_size.is_none() {
@@ -138,6 +199,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Ok(())
     };
     let store_before = model.store.stats();
+    let mut timing = TimingTotals::default();
     for _ in 0..reps {
         if args.n_prompt > 0 {
             let toks: Vec<u32> = (0..args.n_prompt).map(|_| next_token()).collect();
@@ -150,11 +212,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         if args.n_gen > 0 {
             fill(&mut st)?;
+            decode_timing::enable(args.timing);
+            decode_timing::take();
             let t = Instant::now();
             for _ in 0..args.n_gen {
                 model.forward_in_place(&mut st, &[next_token()], LogitsWanted::Last, None)?;
             }
-            tg.push(args.n_gen as f64 / t.elapsed().as_secs_f64());
+            let wall = t.elapsed();
+            decode_timing::enable(false);
+            tg.push(args.n_gen as f64 / wall.as_secs_f64());
+            timing.add(wall, decode_timing::take());
         }
         // The memory's speed drifts on a shared machine: probe again after every repetition
         // and keep the best, so the roofline is the most the memory gave during the run. Only
@@ -208,6 +275,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "expert_store": model.store.kind(), "expert_requests": requests, "expert_misses": misses,
             "expert_bytes_read": store.bytes_read - store_before.bytes_read,
             "budget": loaded.plan,
+            "decode_timing": timing.per_token(tg.len() * args.n_gen, loaded.threads).filter(|_| args.timing),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -252,6 +320,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!(
             "measured read bandwidth: {:.1} GB/s (best of {probes} probes) -> generation roofline {r:.1} t/s{reached}",
             b / 1e9
+        );
+    }
+    if let Some(t) = timing
+        .per_token(tg.len() * args.n_gen, loaded.threads)
+        .filter(|_| args.timing)
+    {
+        println!(
+            "decode time per token: {:.2} ms = {:.2} ms in {:.0} parallel regions ({:.0} tasks, threads busy {:.0} % of it, main thread waiting {:.0} us for last tasks) + {:.0} us serial between them",
+            t.ms,
+            t.region_ms,
+            t.regions,
+            t.tasks,
+            100.0 * t.busy_fraction,
+            1000.0 * t.tail_wait_ms,
+            1000.0 * t.serial_ms
         );
     }
     if kind == "cached" && requests > 0 {

@@ -2,6 +2,7 @@
 //! forward pass over a `State` (KV cache and scratch).
 
 pub mod config;
+pub mod decode_timing;
 mod forward;
 pub mod kv_cache;
 pub mod linalg;

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::decode_timing;
+
 /// How long a helper spins without work before it parks.
 const SPIN: Duration = Duration::from_micros(300);
 
@@ -196,6 +198,14 @@ pub fn try_run(n: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
         (0..n).for_each(f);
         return true;
     }
+    let timed = decode_timing::enabled();
+    let start = timed.then(Instant::now);
+    let counted = |i: usize| {
+        let t = Instant::now();
+        f(i);
+        decode_timing::add_task(t.elapsed());
+    };
+    let f: &(dyn Fn(usize) + Sync) = if timed { &counted } else { f };
     let erased: TaskFn<'_> = f;
     // SAFETY: only the lifetime is erased. The pointer is used by helpers only for indices of
     // this region (see `run_task`), and this function returns only after all of them are done.
@@ -220,6 +230,7 @@ pub fn try_run(n: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
         }
         s.done.fetch_add(1, Ordering::Release);
     }
+    let tail = timed.then(Instant::now);
     // Spin: the last tasks are short. Yield now and then, in case a helper was preempted
     // (more threads than cores) and needs this core to finish.
     let mut spins = 0u32;
@@ -229,6 +240,9 @@ pub fn try_run(n: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
         if spins.is_multiple_of(4096) {
             std::thread::yield_now();
         }
+    }
+    if let (Some(start), Some(tail)) = (start, tail) {
+        decode_timing::add_region(start.elapsed(), tail.elapsed());
     }
     if let Some(e) = own_panic {
         resume_unwind(e);
