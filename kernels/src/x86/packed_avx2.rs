@@ -78,14 +78,39 @@ macro_rules! dot8_maddubs {
     }};
 }
 
-/// Row scales `k` (8 bytes, row r in byte r of the low half) in the form [`dot8_maddubs`]
-/// multiplies by: `k` in both 16-bit halves of lane r.
-macro_rules! scale_maddubs {
-    ($k:expr) => {{
-        let k: __m128i = $k;
-        _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(k, k))
-    }};
+/// `vpshufb` masks that build one sub-block's row scales from a pair of sub-blocks' scale bytes
+/// (rows 0..8 of the even sub-block, then of the odd one, in both 128-bit lanes): index 0 for
+/// the even sub-block, 1 for the odd. This form is the one [`dot8_maddubs`] multiplies by:
+/// row r's scale in both 16-bit halves of lane r.
+const SCALES_MADDUBS: [[u8; 32]; 2] = [scale_mask(0, true), scale_mask(1, true)];
+
+/// Lane `r` (bytes 4r..4r + 4) gets byte `8 · odd + r` of its 128-bit lane, also in its upper
+/// 16-bit half if `both_halves`; every other byte is zero (index 0x80).
+const fn scale_mask(odd: usize, both_halves: bool) -> [u8; 32] {
+    let mut mask = [0x80; 32];
+    let mut r = 0;
+    while r < 8 {
+        mask[4 * r] = (8 * odd + r) as u8;
+        if both_halves {
+            mask[4 * r + 2] = (8 * odd + r) as u8;
+        }
+        r += 1;
+    }
+    mask
 }
+
+/// The `vpshufb` mask that puts row r's mins of a pair of sub-blocks (laid out as for
+/// [`SCALES_MADDUBS`]) in the 16-bit halves of lane r, the even sub-block's in the low half.
+const MINS_PAIRED: [u8; 32] = {
+    let mut mask = [0x80; 32];
+    let mut r = 0;
+    while r < 8 {
+        mask[4 * r] = r as u8;
+        mask[4 * r + 2] = (8 + r) as u8;
+        r += 1;
+    }
+    mask
+};
 
 /// `vpdpbusd` form of [`dot8_maddubs`] (AVX-512 VNNI with 256-bit vectors); a scale multiplies
 /// the 32-bit sums.
@@ -104,15 +129,12 @@ macro_rules! dot8_dpbusd {
     };
 }
 
-/// The scale form of [`dot8_dpbusd`]: row r's scale byte as lane r's 32-bit integer.
-macro_rules! scale_dpbusd {
-    ($k:expr) => {
-        _mm256_cvtepu8_epi32($k)
-    };
-}
+/// The scale form of [`dot8_dpbusd`] (masks as [`SCALES_MADDUBS`]): row r's scale byte as
+/// lane r's 32-bit integer.
+const SCALES_DPBUSD: [[u8; 32]; 2] = [scale_mask(0, false), scale_mask(1, false)];
 
 /// The packed kernels for one instruction set: `$features` for `#[target_feature]`, `$dot8`
-/// for the 8-chunk dot product, `$scale` for the form of a scale it multiplies by, `$q4_0` to
+/// for the 8-chunk dot product, `$scale` for the masks building the scales it multiplies by, `$q4_0` to
 /// build the Q4_0 kernels or not, and `$paired_q4_k` whether Q4_K prompts of `PAIRED_FROM` or
 /// more tokens go to `prompt_q4_k_avx2`.
 macro_rules! packed_kernels {
@@ -388,26 +410,42 @@ macro_rules! packed_kernels {
                     };
                     let (sc01, mn01) = join(c01, n01);
                     let (sc23, mn23) = join(c23, n23);
-                    // Sub-block s's 8 bytes in the low half of a 128-bit vector.
-                    let run = |v01: __m256i, v23: __m256i, s: usize| {
-                        let lane = match s {
-                            0 | 1 => _mm256_castsi256_si128(v01),
-                            2 | 3 => _mm256_castsi256_si128(v23),
-                            4 | 5 => _mm256_extracti128_si256::<1>(v01),
-                            _ => _mm256_extracti128_si256::<1>(v23),
-                        };
-                        if s % 2 == 0 {
-                            lane
-                        } else {
-                            _mm_unpackhi_epi64(lane, lane)
-                        }
-                    };
-                    let ksc: [__m256i; 8] = std::array::from_fn(|s| $scale!(run(sc01, sc23, s)));
+                    // Each pair of sub-blocks (0, 1), (2, 3), (4, 5), (6, 7) in both 128-bit
+                    // lanes, then one shuffle per sub-block's scales or pair's mins.
+                    let sc_pairs = [
+                        _mm256_permute2x128_si256::<0x00>(sc01, sc01),
+                        _mm256_permute2x128_si256::<0x00>(sc23, sc23),
+                        _mm256_permute2x128_si256::<0x11>(sc01, sc01),
+                        _mm256_permute2x128_si256::<0x11>(sc23, sc23),
+                    ];
+                    let mn_src = [
+                        _mm256_permute2x128_si256::<0x00>(mn01, mn01),
+                        _mm256_permute2x128_si256::<0x00>(mn23, mn23),
+                        _mm256_permute2x128_si256::<0x11>(mn01, mn01),
+                        _mm256_permute2x128_si256::<0x11>(mn23, mn23),
+                    ];
+                    let masks = [
+                        _mm256_loadu_si256($scale[0].as_ptr() as *const __m256i),
+                        _mm256_loadu_si256($scale[1].as_ptr() as *const __m256i),
+                    ];
+                    let mins = _mm256_loadu_si256(MINS_PAIRED.as_ptr() as *const __m256i);
+                    let ksc: [__m256i; 8] = [
+                        _mm256_shuffle_epi8(sc_pairs[0], masks[0]),
+                        _mm256_shuffle_epi8(sc_pairs[0], masks[1]),
+                        _mm256_shuffle_epi8(sc_pairs[1], masks[0]),
+                        _mm256_shuffle_epi8(sc_pairs[1], masks[1]),
+                        _mm256_shuffle_epi8(sc_pairs[2], masks[0]),
+                        _mm256_shuffle_epi8(sc_pairs[2], masks[1]),
+                        _mm256_shuffle_epi8(sc_pairs[3], masks[0]),
+                        _mm256_shuffle_epi8(sc_pairs[3], masks[1]),
+                    ];
                     // Mins of sub-blocks 2i and 2i + 1 as the 16-bit halves of lane r.
-                    let mn_pairs: [__m256i; 4] = std::array::from_fn(|i| {
-                        let (a, b) = (run(mn01, mn23, 2 * i), run(mn01, mn23, 2 * i + 1));
-                        _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(a, b))
-                    });
+                    let mn_pairs: [__m256i; 4] = [
+                        _mm256_shuffle_epi8(mn_src[0], mins),
+                        _mm256_shuffle_epi8(mn_src[1], mins),
+                        _mm256_shuffle_epi8(mn_src[2], mins),
+                        _mm256_shuffle_epi8(mn_src[3], mins),
+                    ];
                     (ksc, mn_pairs)
                 }
             }
@@ -561,7 +599,7 @@ packed_kernels!(
     avx2,
     "avx2,fma,f16c",
     dot8_maddubs,
-    scale_maddubs,
+    SCALES_MADDUBS,
     cfg(all()),
     true
 );
@@ -570,7 +608,48 @@ packed_kernels!(
     vnni,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     dot8_dpbusd,
-    scale_dpbusd,
+    SCALES_DPBUSD,
     cfg(any()),
     false
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The masks give what widening the 8 scale bytes of a sub-block gives: row r's byte in
+    /// both 16-bit halves of lane r (`vpmaddubsw` form), or as lane r (`vpdpbusd` form), and
+    /// the mins of a pair of sub-blocks in the halves of lane r. Checked with AVX2 widening
+    /// instructions, so the VNNI form's masks are checked on any AVX2 machine too.
+    #[test]
+    fn scale_and_min_masks_match_widening() {
+        if !is_x86_feature_detected!("avx2") {
+            return;
+        }
+        // SAFETY: AVX2 is present; every load reads 16 or 32 bytes of a 32-byte array.
+        unsafe {
+            let bytes: [u8; 16] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0xA5);
+            let lane = _mm_loadu_si128(bytes.as_ptr() as *const __m128i);
+            let both = _mm256_broadcastsi128_si256(lane);
+            let as_bytes = |v: __m256i| std::mem::transmute::<__m256i, [u8; 32]>(v);
+            let shuffled = |mask: &[u8; 32]| {
+                let m = _mm256_loadu_si256(mask.as_ptr() as *const __m256i);
+                as_bytes(_mm256_shuffle_epi8(both, m))
+            };
+            for odd in 0..2 {
+                let k = if odd == 0 {
+                    lane
+                } else {
+                    _mm_unpackhi_epi64(lane, lane)
+                };
+                let maddubs = as_bytes(_mm256_cvtepu8_epi16(_mm_unpacklo_epi8(k, k)));
+                assert_eq!(shuffled(&SCALES_MADDUBS[odd]), maddubs, "sub-block {odd}");
+                let dpbusd = as_bytes(_mm256_cvtepu8_epi32(k));
+                assert_eq!(shuffled(&SCALES_DPBUSD[odd]), dpbusd, "sub-block {odd}");
+            }
+            let pairs = _mm_unpacklo_epi8(lane, _mm_unpackhi_epi64(lane, lane));
+            let mins = as_bytes(_mm256_cvtepu8_epi16(pairs));
+            assert_eq!(shuffled(&MINS_PAIRED), mins);
+        }
+    }
+}
