@@ -110,7 +110,8 @@ struct TimingTotals {
     pool: DecodeTiming,
 }
 
-/// One generated token's share of [`TimingTotals`] (milliseconds).
+/// One generated token's share of [`TimingTotals`]: counts, milliseconds, and the threads'
+/// busy share of the regions.
 #[derive(serde::Serialize)]
 struct TimingPerToken {
     ms: f64,
@@ -126,12 +127,7 @@ struct TimingPerToken {
 impl TimingTotals {
     fn add(&mut self, wall: Duration, t: DecodeTiming) {
         self.wall += wall;
-        let p = &mut self.pool;
-        p.regions += t.regions;
-        p.tasks += t.tasks;
-        p.region += t.region;
-        p.busy += t.busy;
-        p.tail_wait += t.tail_wait;
+        self.pool += t;
     }
 
     fn per_token(&self, tokens: usize, threads: usize) -> Option<TimingPerToken> {

@@ -31,6 +31,16 @@ pub struct DecodeTiming {
     pub tail_wait: Duration,
 }
 
+impl std::ops::AddAssign for DecodeTiming {
+    fn add_assign(&mut self, t: DecodeTiming) {
+        self.regions += t.regions;
+        self.tasks += t.tasks;
+        self.region += t.region;
+        self.busy += t.busy;
+        self.tail_wait += t.tail_wait;
+    }
+}
+
 /// Starts or stops counting.
 pub fn enable(on: bool) {
     ON.store(on, Ordering::Relaxed);
