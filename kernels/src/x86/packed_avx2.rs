@@ -254,7 +254,9 @@ macro_rules! packed_kernels {
 
             /// `G` groups (from `wg`, `stride` bytes apart) times one token, block column by
             /// block column: `G` memory streams per thread, each activation broadcast serving
-            /// every group.
+            /// every group. A column is taken 32 bytes (two chunks) at a time across the groups,
+            /// so only two broadcasts are live at once: holding all eight (as [`dot8_maddubs`]
+            /// does), two groups' work did not fit in 16 registers and spilled.
             #[$q4_0]
             #[inline]
             #[target_feature(enable = $features)]
@@ -264,24 +266,47 @@ macro_rules! packed_kernels {
                 stride: usize,
             ) -> [__m256; G] {
                 let nb = args.n_cols / 32;
+                let mask = _mm256_set1_epi8(0x0F);
+                let ones = _mm256_set1_epi16(1);
                 let mut acc = [_mm256_setzero_ps(); G];
                 for b in 0..nb {
                     // SAFETY: the G groups are whole (the caller passes G of nb columns each,
-                    // `stride` bytes apart); the token's activation row has nb blocks of 34
-                    // bytes and the summaries nb entries (checked by `matmul_packed_at`).
+                    // `stride` bytes apart), so each column's 144 bytes are readable; the
+                    // token's activation row has nb blocks of 34 bytes and the summaries nb
+                    // entries (checked by `matmul_packed_at`).
                     unsafe {
                         let y = args.acts.as_ptr().add(b * 34 + 2);
-                        let zero_point = _mm256_set1_epi32(*args.act_s.get_unchecked(b));
-                        let d_act = _mm256_set1_ps(*args.act_d.get_unchecked(b));
-                        for (k, a) in acc.iter_mut().enumerate() {
-                            let p = wg.add(k * stride + b * 144);
+                        let bc = |o: usize| _mm256_broadcastd_epi32(_mm_loadu_si32(y.add(o)));
+                        let cols: [*const u8; G] =
+                            std::array::from_fn(|k| wg.add(k * stride + b * 144));
+                        for p in cols {
                             for line in 0..3 {
                                 let at = PREFETCH_AHEAD + 64 * line;
                                 _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at) as *const i8);
                             }
-                            let (dw, w) = q4_0_column(p);
-                            let dot = $dot8!(&w, y, [0, 16, 4, 20, 8, 24, 12, 28]);
-                            let dot = _mm256_sub_epi32(dot, zero_point);
+                        }
+                        // 16-bit sums of the 8 chunks' products, exact in any order (each
+                        // partial sum is under 8 × 2 × 15 × 128 < 2^15 in magnitude), so
+                        // equal to `dot8_maddubs`'s.
+                        let mut sums = [_mm256_setzero_si256(); G];
+                        for c in 0..4 {
+                            // Chunk 2c (low nibbles) holds quants 4c.., chunk 2c + 1 (high)
+                            // quants 16 + 4c...
+                            let (y_lo, y_hi) = (bc(4 * c), bc(16 + 4 * c));
+                            for (s, p) in sums.iter_mut().zip(cols) {
+                                let v = _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i);
+                                let lo = _mm256_and_si256(v, mask);
+                                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+                                let lo = _mm256_maddubs_epi16(lo, y_lo);
+                                let hi = _mm256_maddubs_epi16(hi, y_hi);
+                                *s = _mm256_add_epi16(*s, _mm256_add_epi16(lo, hi));
+                            }
+                        }
+                        let zero_point = _mm256_set1_epi32(*args.act_s.get_unchecked(b));
+                        let d_act = _mm256_set1_ps(*args.act_d.get_unchecked(b));
+                        for ((a, s), p) in acc.iter_mut().zip(sums).zip(cols) {
+                            let dot = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), zero_point);
+                            let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
                             let d = _mm256_mul_ps(dw, d_act);
                             *a = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), *a);
                         }
