@@ -504,9 +504,6 @@ fn avx512_kernels_verified(level: KernelLevel) -> bool {
         if !level.is_supported() {
             return false;
         }
-        let cols = 512;
-        let tokens = 5;
-        let value = |i: usize| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * (1.0 + (i % 13) as f32);
         for ty in [
             GgmlType::Q4_0,
             GgmlType::Q8_0,
@@ -517,40 +514,63 @@ fn avx512_kernels_verified(level: KernelLevel) -> bool {
             let Some(f) = avx512_kernel(level, ty) else {
                 continue;
             };
-            for rows in [16, 24] {
-                let rb = crate::row_bytes_of(ty, cols);
-                let mut w = vec![0u8; rb * rows];
-                for (r, dst) in w.chunks_exact_mut(rb).enumerate() {
-                    let x: Vec<f32> = (0..cols).map(|c| value(r * cols + c)).collect();
-                    crate::quantize_row_ref(ty, &x, dst);
-                }
-                let mut packed = vec![0u8; w.len()];
-                pack_rows(ty, cols, &w, &mut packed);
-                let vdt = ty.vec_dot_type();
-                let ab = crate::row_bytes_of(vdt, cols);
-                let mut acts = vec![0u8; ab * tokens];
-                for (t, dst) in acts.chunks_exact_mut(ab).enumerate() {
-                    let x: Vec<f32> = (0..cols).map(|c| value(31 + t * cols + 3 * c)).collect();
-                    crate::quantize_activation_at(KernelLevel::Scalar, vdt, &x, dst);
-                }
-                for n in 1..=tokens {
-                    let a = &acts[..ab * n];
-                    let mut want = vec![0f32; rows * n];
-                    let mut got = vec![0f32; rows * n];
-                    call_kernel(scalar_kernel(level, ty), ty, cols, &packed, a, n, &mut want);
-                    call_kernel(f, ty, cols, &packed, a, n, &mut got);
-                    if want.iter().zip(&got).any(|(a, b)| a.to_bits() != b.to_bits()) {
-                        log::warn!(
-                            "the {level} packed {ty} kernel differs from its scalar twin on this CPU; using the AVX2 kernels"
-                        );
-                        return false;
-                    }
-                }
+            if !agrees_with_twin(level, f, ty, 512, &[16, 24], 5) {
+                log::warn!(
+                    "the {level} packed {ty} kernel differs from its scalar twin on this CPU; using the AVX2 kernels"
+                );
+                return false;
             }
         }
         log::debug!("{level} packed kernels verified against their scalar twins");
         true
     })
+}
+
+/// Whether packed kernel `f` for `ty` (of `level`, on a CPU that has its features) gives the
+/// exact bits of `level`'s scalar twin on known problems: `cols` columns, each row count of
+/// `rows`, 1 to `tokens` tokens.
+#[cfg(target_arch = "x86_64")]
+fn agrees_with_twin(
+    level: KernelLevel,
+    f: PackedMatmulFn,
+    ty: GgmlType,
+    cols: usize,
+    rows: &[usize],
+    tokens: usize,
+) -> bool {
+    let value = |i: usize| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * (1.0 + (i % 13) as f32);
+    for &rows in rows {
+        let rb = crate::row_bytes_of(ty, cols);
+        let mut w = vec![0u8; rb * rows];
+        for (r, dst) in w.chunks_exact_mut(rb).enumerate() {
+            let x: Vec<f32> = (0..cols).map(|c| value(r * cols + c)).collect();
+            crate::quantize_row_ref(ty, &x, dst);
+        }
+        let mut packed = vec![0u8; w.len()];
+        pack_rows(ty, cols, &w, &mut packed);
+        let vdt = ty.vec_dot_type();
+        let ab = crate::row_bytes_of(vdt, cols);
+        let mut acts = vec![0u8; ab * tokens];
+        for (t, dst) in acts.chunks_exact_mut(ab).enumerate() {
+            let x: Vec<f32> = (0..cols).map(|c| value(31 + t * cols + 3 * c)).collect();
+            crate::quantize_activation_at(KernelLevel::Scalar, vdt, &x, dst);
+        }
+        for n in 1..=tokens {
+            let a = &acts[..ab * n];
+            let mut want = vec![0f32; rows * n];
+            let mut got = vec![0f32; rows * n];
+            call_kernel(scalar_kernel(level, ty), ty, cols, &packed, a, n, &mut want);
+            call_kernel(f, ty, cols, &packed, a, n, &mut got);
+            if want
+                .iter()
+                .zip(&got)
+                .any(|(a, b)| a.to_bits() != b.to_bits())
+            {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -581,6 +601,38 @@ mod tests {
                 }
             }
             println!("{level} on this CPU: {has}");
+        }
+    }
+
+    /// The VNNI kernels, with `vpdpbusd` emulated (`x86::vnni_emulation`), give their scalar
+    /// twins' bits: the 256-bit Q4_K form on any AVX2 CPU, the 512-bit Q4_0 and Q8_0 forms
+    /// where AVX-512 BW runs (`tools/avx512-emu` in CI). No CPU or emulator here has VNNI, so
+    /// this is what runs of those kernels apart from the instruction itself. Group counts odd
+    /// and even, 1 to 6 tokens (one-token, tile and paired paths).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vnni_kernels_with_dpbusd_emulated_match_their_scalar_twins() {
+        use crate::x86::{packed_avx2, packed_avx512, packed_q8_avx512};
+        let vnni = KernelLevel::Avx512Vnni;
+        if KernelLevel::Avx2.is_supported() {
+            let f = packed_avx2::vnni_emulated::matmul_q4_kx8;
+            for cols in [256, 768] {
+                let ok = agrees_with_twin(vnni, f, GgmlType::Q4_K, cols, &[8, 16, 40], 6);
+                assert!(ok, "Q4_K, {cols} columns");
+            }
+        }
+        if KernelLevel::Avx512.is_supported() {
+            let kernels: [(PackedMatmulFn, GgmlType); 2] = [
+                (packed_avx512::vnni_emulated::matmul_q4_0x8, GgmlType::Q4_0),
+                (
+                    packed_q8_avx512::vnni_emulated::matmul_q8_0x8,
+                    GgmlType::Q8_0,
+                ),
+            ];
+            for (f, ty) in kernels {
+                let ok = agrees_with_twin(vnni, f, ty, 96, &[8, 24], 6);
+                assert!(ok, "{ty}");
+            }
         }
     }
 

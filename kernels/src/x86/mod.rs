@@ -197,6 +197,8 @@ pub(crate) mod prompt_q4_0_avx2;
 pub(crate) mod prompt_q4_k_avx2;
 pub(crate) mod prompt_q5_k_avx2;
 pub(crate) mod prompt_q6_k_avx2;
+#[cfg(test)]
+pub(crate) mod vnni_emulation;
 
 use crate::dispatch::KernelTable;
 use crate::level::KernelLevel;

@@ -8,7 +8,9 @@
 //! (`vpmaddubsw`, 16-bit adds, one `vpmaddwd`) and, for Q4_K, AVX-512 VNNI on 256-bit vectors (`vpdpbusd`,
 //! which does all three in one instruction). Both produce the same exact 32-bit sums — the
 //! 16-bit partial sums of the AVX2 form cannot overflow: 8 chunks × 2 products × 15 × 128 <
-//! 2^15 — so both are bit-identical to the scalar twins.
+//! 2^15 — so both are bit-identical to the scalar twins. No CPU here has VNNI: tests stamp the
+//! VNNI form out a third time with `vpdpbusd` emulated in AVX2 (`vnni_emulated`, see
+//! `x86::vnni_emulation`) and compare it with the scalar twin.
 
 use std::arch::x86_64::*;
 
@@ -113,19 +115,34 @@ const MINS_PAIRED: [u8; 32] = {
 };
 
 /// `vpdpbusd` form of [`dot8_maddubs`] (AVX-512 VNNI with 256-bit vectors); a scale multiplies
-/// the 32-bit sums.
-macro_rules! dot8_dpbusd {
-    ($w:expr, $y:expr, $off:expr) => {{
+/// the 32-bit sums. `$dp` is the instruction (or, in tests, its emulation).
+macro_rules! dot8_vnni {
+    ($dp:path, $w:expr, $y:expr, $off:expr) => {{
         let (w, y, off): (&[__m256i; 8], *const u8, [usize; 8]) = ($w, $y, $off);
         let bc = |o: usize| _mm256_broadcastd_epi32(_mm_loadu_si32(y.add(o)));
-        let mut s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w[0], bc(off[0]));
+        let mut s = $dp(_mm256_setzero_si256(), w[0], bc(off[0]));
         for c in 1..8 {
-            s = _mm256_dpbusd_epi32(s, w[c], bc(off[c]));
+            s = $dp(s, w[c], bc(off[c]));
         }
         s
     }};
-    ($w:expr, $y:expr, $off:expr, $k:expr) => {
-        _mm256_mullo_epi32($k, dot8_dpbusd!($w, $y, $off))
+    ($dp:path, $w:expr, $y:expr, $off:expr, $k:expr) => {
+        _mm256_mullo_epi32($k, dot8_vnni!($dp, $w, $y, $off))
+    };
+}
+
+/// [`dot8_vnni`] with the VNNI instruction.
+macro_rules! dot8_dpbusd {
+    ($($arg:expr),+) => {
+        dot8_vnni!(_mm256_dpbusd_epi32, $($arg),+)
+    };
+}
+
+/// [`dot8_vnni`] with `vpdpbusd` emulated in AVX2 (tests: see `x86::vnni_emulation`).
+#[cfg(test)]
+macro_rules! dot8_dpbusd_emulated {
+    ($($arg:expr),+) => {
+        dot8_vnni!(crate::x86::vnni_emulation::dpbusd_256, $($arg),+)
     };
 }
 
@@ -633,6 +650,16 @@ packed_kernels!(
     vnni,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     dot8_dpbusd,
+    SCALES_DPBUSD,
+    cfg(any()),
+    false
+);
+// The VNNI kernels with `vpdpbusd` emulated: tests run them on any AVX2 CPU.
+#[cfg(test)]
+packed_kernels!(
+    vnni_emulated,
+    "avx2,fma,f16c",
+    dot8_dpbusd_emulated,
     SCALES_DPBUSD,
     cfg(any()),
     false

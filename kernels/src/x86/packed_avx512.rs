@@ -10,8 +10,9 @@
 //! results are bit-identical to it.
 //!
 //! Written on a machine without AVX-512: the property tests run them under emulation
-//! (`tools/avx512-emu/run.sh`, in CI), and `crate::packed` checks them against the scalar twin
-//! at start-up before it uses them.
+//! (`tools/avx512-emu/run.sh`, in CI; its CPU model has no VNNI, so the VNNI form runs there
+//! with `vpdpbusd` emulated, see `x86::vnni_emulation`), and `crate::packed` checks them against
+//! the scalar twin at start-up before it uses them.
 
 use std::arch::x86_64::*;
 
@@ -91,17 +92,32 @@ macro_rules! dot8_maddubs {
     }};
 }
 
-/// `vpdpbusd` form of [`dot8_maddubs`].
-macro_rules! dot8_dpbusd {
-    ($w:expr, $y:expr, $off:expr) => {{
+/// `vpdpbusd` form of [`dot8_maddubs`]; `$dp` is the instruction (or, in tests, its emulation).
+macro_rules! dot8_vnni {
+    ($dp:path, $w:expr, $y:expr, $off:expr) => {{
         let (w, y, off): (&[__m512i; 8], *const u8, [usize; 8]) = ($w, $y, $off);
         let bc = |o: usize| _mm512_set1_epi32((y.add(o) as *const i32).read_unaligned());
-        let mut s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], bc(off[0]));
+        let mut s = $dp(_mm512_setzero_si512(), w[0], bc(off[0]));
         for c in 1..8 {
-            s = _mm512_dpbusd_epi32(s, w[c], bc(off[c]));
+            s = $dp(s, w[c], bc(off[c]));
         }
         s
     }};
+}
+
+/// [`dot8_vnni`] with the VNNI instruction.
+macro_rules! dot8_dpbusd {
+    ($($arg:expr),+) => {
+        dot8_vnni!(_mm512_dpbusd_epi32, $($arg),+)
+    };
+}
+
+/// [`dot8_vnni`] with `vpdpbusd` emulated in AVX-512 BW (tests: see `x86::vnni_emulation`).
+#[cfg(test)]
+macro_rules! dot8_dpbusd_emulated {
+    ($($arg:expr),+) => {
+        dot8_vnni!(crate::x86::vnni_emulation::dpbusd_512, $($arg),+)
+    };
 }
 
 macro_rules! packed_kernels_512 {
@@ -172,4 +188,11 @@ packed_kernels_512!(
     vnni,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     dot8_dpbusd
+);
+// The VNNI kernel with `vpdpbusd` emulated: tests run it on any AVX-512 BW CPU (and emulator).
+#[cfg(test)]
+packed_kernels_512!(
+    vnni_emulated,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl",
+    dot8_dpbusd_emulated
 );

@@ -11,9 +11,10 @@
 //! each row and block is exact and the f32 step is the scalar twin's `fma(d_w · d_a, dot, acc)`,
 //! blocks in order, so the results are bit-identical to it.
 //!
-//! Written on a machine without AVX-512: the `vpmaddubsw` form's tests run under emulation
-//! (`tools/avx512-emu/run.sh`, in CI; its CPU model has no VNNI), and `crate::packed` checks both
-//! forms against the scalar twin at start-up before it uses them.
+//! Written on a machine without AVX-512: the tests run under emulation (`tools/avx512-emu/run.sh`,
+//! in CI; its CPU model has no VNNI, so the VNNI form runs there with `vpdpbusd` emulated, see
+//! `x86::vnni_emulation`), and `crate::packed` checks both forms against the scalar twin at
+//! start-up before it uses them.
 
 use std::arch::x86_64::*;
 
@@ -48,16 +49,31 @@ macro_rules! dot8_maddubs {
     }};
 }
 
-/// `vpdpbusd` form of [`dot8_maddubs`].
-macro_rules! dot8_dpbusd {
-    ($w:expr, $abs_w:expr, $y:expr) => {{
+/// `vpdpbusd` form of [`dot8_maddubs`]; `$dp` is the instruction (or, in tests, its emulation).
+macro_rules! dot8_vnni {
+    ($dp:path, $w:expr, $abs_w:expr, $y:expr) => {{
         let (w, abs_w, y): (&[__m512i; 8], &[__m512i; 8], *const u8) = ($w, $abs_w, $y);
         let mut s = _mm512_setzero_si512();
         for c in 0..8 {
-            s = _mm512_dpbusd_epi32(s, abs_w[c], signed_y!(y, c, w[c]));
+            s = $dp(s, abs_w[c], signed_y!(y, c, w[c]));
         }
         s
     }};
+}
+
+/// [`dot8_vnni`] with the VNNI instruction.
+macro_rules! dot8_dpbusd {
+    ($($arg:expr),+) => {
+        dot8_vnni!(_mm512_dpbusd_epi32, $($arg),+)
+    };
+}
+
+/// [`dot8_vnni`] with `vpdpbusd` emulated in AVX-512 BW (tests: see `x86::vnni_emulation`).
+#[cfg(test)]
+macro_rules! dot8_dpbusd_emulated {
+    ($($arg:expr),+) => {
+        dot8_vnni!(crate::x86::vnni_emulation::dpbusd_512, $($arg),+)
+    };
 }
 
 macro_rules! q8_0_kernels_512 {
@@ -118,4 +134,11 @@ q8_0_kernels_512!(
     vnni,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     dot8_dpbusd
+);
+// The VNNI kernel with `vpdpbusd` emulated: tests run it on any AVX-512 BW CPU (and emulator).
+#[cfg(test)]
+q8_0_kernels_512!(
+    vnni_emulated,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl",
+    dot8_dpbusd_emulated
 );
