@@ -3,13 +3,17 @@
 //!     cargo run --release -p moe-edge-kernels --example decode_bandwidth -- [threads] [MiB] [type] [shape]
 //!
 //! Over a buffer far larger than the caches (768 MiB by default) each thread takes its share
-//! and the example prints GB/s (best of 5 passes after a warm-up) for:
+//! and the example prints GB/s (best of 15 rounds after a warm-up; each round runs the three
+//! passes in turn) for:
 //! - `kernel`: one-token products of OLMoE-expert-shaped matrices (1024 × 2048, packed `type`:
 //!   q4_0 by default, or q4_k, q5_k, q6_k, q8_0), as decode runs them; shape `down` takes
 //!   the transposed shape (2048 × 1024, the down projection's);
 //! - `read1`: one sequential stream of 256-bit loads per thread, no arithmetic;
 //! - `read4`: four interleaved streams per thread (`stream_read`, the roofline probe of
 //!   `moe-edge bench`).
+//!
+//! It also prints the median (and range) of kernel / read4 taken within each round, the figure
+//! least moved by a shared machine's minute-to-minute noise.
 //!
 //! Pages are the allocator's (4 KiB unless the system gives huge pages to every mapping).
 
@@ -21,16 +25,8 @@ use std::time::Instant;
 /// OLMoE's expert up and gate projections (columns, rows); `down` in the arguments swaps them.
 const UP_SHAPE: (usize, usize) = (2048, 1024);
 
-fn best_gbs(bytes: usize, mut pass: impl FnMut()) -> f64 {
-    pass();
-    (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            pass();
-            bytes as f64 / t.elapsed().as_secs_f64() / 1e9
-        })
-        .fold(0.0, f64::max)
-}
+/// Interleaved rounds of the three passes.
+const ROUNDS: usize = 15;
 
 /// Valid rows of `ty` (every f16 scale 1/8, the other bytes random), packed as the runtime
 /// packs them.
@@ -102,7 +98,7 @@ fn main() {
             }
         })
     };
-    let kernel = best_gbs(w.len(), || {
+    let kernel_pass = || {
         on_threads(&|part| {
             let mut out = vec![0f32; rows];
             for m in part.chunks_exact(matrix) {
@@ -110,21 +106,40 @@ fn main() {
             }
             std::hint::black_box(&out);
         })
-    });
-    let read1 = best_gbs(w.len(), || {
+    };
+    let read1_pass = || {
         on_threads(&|part| {
             std::hint::black_box(one_stream(part));
         })
-    });
-    let read4 = best_gbs(w.len(), || {
+    };
+    let read4_pass = || {
         on_threads(&|part| {
             std::hint::black_box(moe_edge_kernels::stream_read(part));
         })
-    });
+    };
+    // Passes interleaved round by round, so a slow minute on a shared machine slows all three
+    // alike; the ratios are taken within each round.
+    let gbs = |pass: &dyn Fn()| {
+        let t = Instant::now();
+        pass();
+        w.len() as f64 / t.elapsed().as_secs_f64() / 1e9
+    };
+    let passes: [&dyn Fn(); 3] = [&kernel_pass, &read1_pass, &read4_pass];
+    for pass in passes {
+        pass();
+    }
+    let rounds: Vec<[f64; 3]> = (0..ROUNDS).map(|_| passes.map(|p| gbs(p))).collect();
+    let best = |i: usize| rounds.iter().map(|r| r[i]).fold(0.0, f64::max);
+    let (kernel, read1, read4) = (best(0), best(1), best(2));
+    let mut ratios: Vec<f64> = rounds.iter().map(|r| 100.0 * r[0] / r[2]).collect();
+    ratios.sort_by(f64::total_cmp);
     println!(
-        "{ty:?}, threads {threads}, {} MiB: kernel {kernel:.1} GB/s, read1 {read1:.1} GB/s, read4 {read4:.1} GB/s, kernel/read1 {:.0} %, kernel/read4 {:.0} %",
+        "{ty:?}, threads {threads}, {} MiB: kernel {kernel:.1} GB/s, read1 {read1:.1} GB/s, read4 {read4:.1} GB/s (best of {ROUNDS}), kernel/read1 {:.0} %, kernel/read4 {:.0} %; kernel/read4 within a round: median {:.0} % ({:.0}-{:.0})",
         w.len() >> 20,
         100.0 * kernel / read1,
-        100.0 * kernel / read4
+        100.0 * kernel / read4,
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1],
     );
 }
