@@ -128,7 +128,7 @@ fn main() {
     for pass in passes {
         pass();
     }
-    let rounds: Vec<[f64; 3]> = (0..ROUNDS).map(|_| passes.map(|p| gbs(p))).collect();
+    let rounds: Vec<[f64; 3]> = (0..ROUNDS).map(|_| passes.map(&gbs)).collect();
     let best = |i: usize| rounds.iter().map(|r| r[i]).fold(0.0, f64::max);
     let (kernel, read1, read4) = (best(0), best(1), best(2));
     let mut ratios: Vec<f64> = rounds.iter().map(|r| 100.0 * r[0] / r[2]).collect();
