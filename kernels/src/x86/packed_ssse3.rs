@@ -202,20 +202,24 @@ unsafe fn q4_0_one_token(args: &PackedArgs<'_>, out: &mut [f32]) {
                 let y = args.acts.as_ptr().add(b * 34 + 2);
                 let lo = _mm_loadu_si128(y as *const __m128i);
                 let hi = _mm_loadu_si128(y.add(16) as *const __m128i);
-                let a: [__m128i; 8] =
-                    std::array::from_fn(|i| quad(if i % 2 == 0 { lo } else { hi }, i / 2));
-                let zero_point = _mm_set1_epi32(*args.act_s.get_unchecked(b));
-                let d_act = *args.act_d.get_unchecked(b);
-                for (h, acc_h) in acc.iter_mut().enumerate() {
-                    let dw = widen_f16(_mm_loadl_epi64(p.add(8 * h) as *const __m128i));
-                    let mut s = _mm_setzero_si128();
-                    for c in 0..4 {
+                // Two chunks at a time across both halves: only two broadcast quads are live
+                // (holding all eight, both halves' work spilled registers to the stack). The
+                // 16-bit sums are exact in any order.
+                let mut sums = [_mm_setzero_si128(); 2];
+                for c in 0..4 {
+                    let (a_low, a_high) = (quad(lo, c), quad(hi, c));
+                    for (h, s) in sums.iter_mut().enumerate() {
                         let x = _mm_loadu_si128(p.add(16 + 32 * c + 16 * h) as *const __m128i);
                         let low = _mm_and_si128(x, mask);
                         let high = _mm_and_si128(_mm_srli_epi16::<4>(x), mask);
-                        s = _mm_add_epi16(s, _mm_maddubs_epi16(low, a[2 * c]));
-                        s = _mm_add_epi16(s, _mm_maddubs_epi16(high, a[2 * c + 1]));
+                        *s = _mm_add_epi16(*s, _mm_maddubs_epi16(low, a_low));
+                        *s = _mm_add_epi16(*s, _mm_maddubs_epi16(high, a_high));
                     }
+                }
+                let zero_point = _mm_set1_epi32(*args.act_s.get_unchecked(b));
+                let d_act = *args.act_d.get_unchecked(b);
+                for (h, (acc_h, s)) in acc.iter_mut().zip(sums).enumerate() {
+                    let dw = widen_f16(_mm_loadl_epi64(p.add(8 * h) as *const __m128i));
                     let dot = _mm_sub_epi32(_mm_madd_epi16(s, ones), zero_point);
                     *acc_h = accumulate(*acc_h, dw, d_act, dot);
                 }
