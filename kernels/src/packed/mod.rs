@@ -608,7 +608,7 @@ mod tests {
     /// twins' bits: the 256-bit Q4_K form on any AVX2 CPU, the 512-bit Q4_0 and Q8_0 forms
     /// where AVX-512 BW runs (`tools/avx512-emu` in CI). No CPU or emulator here has VNNI, so
     /// this is what runs of those kernels apart from the instruction itself. Group counts odd
-    /// and even, 1 to 6 tokens (one-token, tile and paired paths).
+    /// and even, 1 to 6 tokens (the one-token and the tile paths).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn vnni_kernels_with_dpbusd_emulated_match_their_scalar_twins() {
