@@ -466,19 +466,19 @@ fn summarize_q8_0_scalar(acts: &[u8], act_d: &mut Vec<f32>, act_s: &mut Vec<i32>
 }
 
 /// The AVX-512 packed kernel of `level` (`Avx512` or `Avx512Vnni`) for `ty`, before the
-/// start-up check: 512-bit Q4_0 and Q8_0 kernels (`packed_avx512`, `packed_q8_avx512`, two groups
-/// per vector), for Q4_K the 256-bit `vpdpbusd` kernel with VNNI or the AVX2 one without, and
+/// start-up check: 512-bit Q4_0, Q8_0 and Q4_K kernels (`packed_avx512`, `packed_q8_avx512`,
+/// `packed_q4k_avx512`, two groups per vector, `vpdpbusd` with VNNI, `vpmaddubsw` without) and
 /// the AVX2 kernels for Q5_K and Q6_K.
 #[cfg(target_arch = "x86_64")]
 fn avx512_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
-    use crate::x86::{packed_avx2, packed_avx512, packed_q8_avx512};
+    use crate::x86::{packed_avx512, packed_q4k_avx512, packed_q8_avx512};
     Some(match (level, ty) {
         (KernelLevel::Avx512Vnni, GgmlType::Q4_0) => packed_avx512::vnni::matmul_q4_0x8,
         (KernelLevel::Avx512Vnni, GgmlType::Q8_0) => packed_q8_avx512::vnni::matmul_q8_0x8,
-        (KernelLevel::Avx512Vnni, GgmlType::Q4_K) => packed_avx2::vnni::matmul_q4_kx8,
+        (KernelLevel::Avx512Vnni, GgmlType::Q4_K) => packed_q4k_avx512::vnni::matmul_q4_kx8,
         (KernelLevel::Avx512, GgmlType::Q4_0) => packed_avx512::bw::matmul_q4_0x8,
         (KernelLevel::Avx512, GgmlType::Q8_0) => packed_q8_avx512::bw::matmul_q8_0x8,
-        (KernelLevel::Avx512, GgmlType::Q4_K) => packed_avx2::avx2::matmul_q4_kx8,
+        (KernelLevel::Avx512, GgmlType::Q4_K) => packed_q4k_avx512::bw::matmul_q4_kx8,
         (_, GgmlType::Q6_K) => crate::x86::packed_q6k_avx2::matmul_q6_kx8,
         (_, GgmlType::Q5_K) => crate::x86::packed_q5k_avx2::matmul_q5_kx8,
         _ => return None,
@@ -605,33 +605,38 @@ mod tests {
     }
 
     /// The VNNI kernels, with `vpdpbusd` emulated (`x86::vnni_emulation`), give their scalar
-    /// twins' bits: the 256-bit Q4_K form on any AVX2 CPU, the 512-bit Q4_0 and Q8_0 forms
-    /// where AVX-512 BW runs (`tools/avx512-emu` in CI). No CPU or emulator here has VNNI, so
-    /// this is what runs of those kernels apart from the instruction itself. Group counts odd
-    /// and even, 1 to 6 tokens (the one-token and the tile paths).
+    /// twins' bits: the 512-bit Q4_0, Q8_0 and Q4_K forms, where AVX-512 BW runs (natively, or
+    /// `tools/avx512-emu` in CI, whose CPU model has no VNNI). Group counts odd and even, 1 to 6
+    /// tokens (the one-token and the tile paths).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn vnni_kernels_with_dpbusd_emulated_match_their_scalar_twins() {
-        use crate::x86::{packed_avx2, packed_avx512, packed_q8_avx512};
-        let vnni = KernelLevel::Avx512Vnni;
-        if KernelLevel::Avx2.is_supported() {
-            let f = packed_avx2::vnni_emulated::matmul_q4_kx8;
-            for cols in [256, 768] {
-                let ok = agrees_with_twin(vnni, f, GgmlType::Q4_K, cols, &[8, 16, 40], 6);
-                assert!(ok, "Q4_K, {cols} columns");
-            }
+        use crate::x86::{packed_avx512, packed_q4k_avx512, packed_q8_avx512};
+        if !KernelLevel::Avx512.is_supported() {
+            return;
         }
-        if KernelLevel::Avx512.is_supported() {
-            let kernels: [(PackedMatmulFn, GgmlType); 2] = [
-                (packed_avx512::vnni_emulated::matmul_q4_0x8, GgmlType::Q4_0),
-                (
-                    packed_q8_avx512::vnni_emulated::matmul_q8_0x8,
-                    GgmlType::Q8_0,
-                ),
-            ];
-            for (f, ty) in kernels {
-                let ok = agrees_with_twin(vnni, f, ty, 96, &[8, 24], 6);
-                assert!(ok, "{ty}");
+        let vnni = KernelLevel::Avx512Vnni;
+        let kernels: [(PackedMatmulFn, GgmlType, &[usize]); 3] = [
+            (
+                packed_avx512::vnni_emulated::matmul_q4_0x8,
+                GgmlType::Q4_0,
+                &[96],
+            ),
+            (
+                packed_q8_avx512::vnni_emulated::matmul_q8_0x8,
+                GgmlType::Q8_0,
+                &[96],
+            ),
+            (
+                packed_q4k_avx512::vnni_emulated::matmul_q4_kx8,
+                GgmlType::Q4_K,
+                &[256, 768],
+            ),
+        ];
+        for (f, ty, widths) in kernels {
+            for &cols in widths {
+                let ok = agrees_with_twin(vnni, f, ty, cols, &[8, 24, 40], 6);
+                assert!(ok, "{ty}, {cols} columns");
             }
         }
     }

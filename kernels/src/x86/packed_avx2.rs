@@ -3,14 +3,13 @@
 //! unpacked once and reused by up to four tokens. At the AVX2 level, products of 4 or more tokens
 //! go to the paired-token prompt kernels instead (`paired_avx2`, [`PAIRED_FROM`]).
 //!
-//! The kernels are written once (`packed_kernels!`) and stamped out per instruction set with its
-//! dot product of 8 chunks (8 rows × 4 bytes each) against broadcast activation quads: AVX2
-//! (`vpmaddubsw`, 16-bit adds, one `vpmaddwd`) and, for Q4_K, AVX-512 VNNI on 256-bit vectors (`vpdpbusd`,
-//! which does all three in one instruction). Both produce the same exact 32-bit sums — the
-//! 16-bit partial sums of the AVX2 form cannot overflow: 8 chunks × 2 products × 15 × 128 <
-//! 2^15 — so both are bit-identical to the scalar twins. No CPU here has VNNI: tests stamp the
-//! VNNI form out a third time with `vpdpbusd` emulated in AVX2 (`vnni_emulated`, see
-//! `x86::vnni_emulation`) and compare it with the scalar twin.
+//! The kernels are written once (`packed_kernels!`) with their dot product of 8 chunks (8 rows
+//! × 4 bytes each) against broadcast activation quads: `vpmaddubsw`, 16-bit adds, one
+//! `vpmaddwd` (the 16-bit partial sums cannot overflow: 8 chunks × 2 products × 15 × 128 <
+//! 2^15), so the 32-bit sums are exact and the results bit-identical to the scalar twins. The
+//! Q4_K header decoder (`q4_k_header_fn!`) is also stamped out with the scale form `vpdpbusd`
+//! multiplies by, for the 512-bit VNNI kernel (`packed_q4k_avx512`), and for its tests' twin
+//! with `vpdpbusd` emulated (`vnni_emulated`, see `x86::vnni_emulation`).
 
 use std::arch::x86_64::*;
 
@@ -114,48 +113,99 @@ const MINS_PAIRED: [u8; 32] = {
     mask
 };
 
-/// `vpdpbusd` form of [`dot8_maddubs`] (AVX-512 VNNI with 256-bit vectors); a scale multiplies
-/// the 32-bit sums. `$dp` is the instruction (or, in tests, its emulation).
-macro_rules! dot8_vnni {
-    ($dp:path, $w:expr, $y:expr, $off:expr) => {{
-        let (w, y, off): (&[__m256i; 8], *const u8, [usize; 8]) = ($w, $y, $off);
-        let bc = |o: usize| _mm256_broadcastd_epi32(_mm_loadu_si32(y.add(o)));
-        let mut s = $dp(_mm256_setzero_si256(), w[0], bc(off[0]));
-        for c in 1..8 {
-            s = $dp(s, w[c], bc(off[c]));
-        }
-        s
-    }};
-    ($dp:path, $w:expr, $y:expr, $off:expr, $k:expr) => {
-        _mm256_mullo_epi32($k, dot8_vnni!($dp, $w, $y, $off))
-    };
-}
-
-/// [`dot8_vnni`] with the VNNI instruction.
-macro_rules! dot8_dpbusd {
-    ($($arg:expr),+) => {
-        dot8_vnni!(_mm256_dpbusd_epi32, $($arg),+)
-    };
-}
-
-/// [`dot8_vnni`] with `vpdpbusd` emulated in AVX2 (tests: see `x86::vnni_emulation`).
-#[cfg(test)]
-macro_rules! dot8_dpbusd_emulated {
-    ($($arg:expr),+) => {
-        dot8_vnni!(crate::x86::vnni_emulation::dpbusd_256, $($arg),+)
-    };
-}
-
-/// The scale form of [`dot8_dpbusd`] (masks as [`SCALES_MADDUBS`]): row r's scale byte as
-/// lane r's 32-bit integer.
+/// The scale form a `vpdpbusd` kernel multiplies its 32-bit sums by (masks as
+/// [`SCALES_MADDUBS`]): row r's scale byte as lane r's 32-bit integer.
 const SCALES_DPBUSD: [[u8; 32]; 2] = [scale_mask(0, false), scale_mask(1, false)];
 
+/// `q4_k_header(col)`: the Q4_K header decoder for `$features`, building scales with the masks
+/// `$scale` (the form of the dot product that multiplies by them).
+macro_rules! q4_k_header_fn {
+    ($features:literal, $scale:ident) => {
+        /// The scales and mins of a packed Q4_K super-block column (also the header of a
+        /// packed Q5_K one) at `col`: each sub-block's scales in the form `$scale` builds,
+        /// and the mins of sub-blocks 2i and 2i + 1 as the 16-bit halves of lane r.
+        ///
+        /// # Safety
+        /// `col` must point at the column's first 128 readable bytes.
+        #[inline]
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn q4_k_header(col: *const u8) -> ([__m256i; 8], [__m256i; 4]) {
+            // SAFETY: bytes 32..128 of the column (the caller's bound).
+            unsafe {
+                // Scales and mins of the 8 sub-blocks as bytes (row r in byte r of
+                // each 8-byte run), all at once: sc01 holds sub-blocks 0, 1 | 4, 5 and
+                // sc23 holds 2, 3 | 6, 7 (128-bit lanes), likewise mn01 and mn23.
+                let low4 = _mm256_set1_epi8(0x0F);
+                let two = _mm256_set1_epi8(3);
+                let b0 = _mm256_loadu_si256(col.add(32) as *const __m256i);
+                let b1 = _mm256_loadu_si256(col.add(64) as *const __m256i);
+                let c01 = _mm256_permute2x128_si256::<0x20>(b0, b1);
+                let c23 = _mm256_permute2x128_si256::<0x31>(b0, b1);
+                // Top bits: nibble r of sub-block s's word, as byte r of its run.
+                let words = _mm256_loadu_si256(col.add(96) as *const __m256i);
+                let even = _mm256_and_si256(words, low4);
+                let odd = _mm256_and_si256(_mm256_srli_epi16::<4>(words), low4);
+                let n01 = _mm256_unpacklo_epi8(even, odd);
+                let n23 = _mm256_unpackhi_epi8(even, odd);
+                let join = |c: __m256i, n: __m256i| {
+                    let sc = _mm256_or_si256(
+                        _mm256_and_si256(c, low4),
+                        _mm256_slli_epi16::<4>(_mm256_and_si256(n, two)),
+                    );
+                    let mn = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(c), low4),
+                        _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<2>(n), two)),
+                    );
+                    (sc, mn)
+                };
+                let (sc01, mn01) = join(c01, n01);
+                let (sc23, mn23) = join(c23, n23);
+                // Each pair of sub-blocks (0, 1), (2, 3), (4, 5), (6, 7) in both 128-bit
+                // lanes, then one shuffle per sub-block's scales or pair's mins.
+                let sc_pairs = [
+                    _mm256_permute2x128_si256::<0x00>(sc01, sc01),
+                    _mm256_permute2x128_si256::<0x00>(sc23, sc23),
+                    _mm256_permute2x128_si256::<0x11>(sc01, sc01),
+                    _mm256_permute2x128_si256::<0x11>(sc23, sc23),
+                ];
+                let mn_src = [
+                    _mm256_permute2x128_si256::<0x00>(mn01, mn01),
+                    _mm256_permute2x128_si256::<0x00>(mn23, mn23),
+                    _mm256_permute2x128_si256::<0x11>(mn01, mn01),
+                    _mm256_permute2x128_si256::<0x11>(mn23, mn23),
+                ];
+                let masks = [
+                    _mm256_loadu_si256($scale[0].as_ptr() as *const __m256i),
+                    _mm256_loadu_si256($scale[1].as_ptr() as *const __m256i),
+                ];
+                let mins = _mm256_loadu_si256(MINS_PAIRED.as_ptr() as *const __m256i);
+                let ksc: [__m256i; 8] = [
+                    _mm256_shuffle_epi8(sc_pairs[0], masks[0]),
+                    _mm256_shuffle_epi8(sc_pairs[0], masks[1]),
+                    _mm256_shuffle_epi8(sc_pairs[1], masks[0]),
+                    _mm256_shuffle_epi8(sc_pairs[1], masks[1]),
+                    _mm256_shuffle_epi8(sc_pairs[2], masks[0]),
+                    _mm256_shuffle_epi8(sc_pairs[2], masks[1]),
+                    _mm256_shuffle_epi8(sc_pairs[3], masks[0]),
+                    _mm256_shuffle_epi8(sc_pairs[3], masks[1]),
+                ];
+                // Mins of sub-blocks 2i and 2i + 1 as the 16-bit halves of lane r.
+                let mn_pairs: [__m256i; 4] = [
+                    _mm256_shuffle_epi8(mn_src[0], mins),
+                    _mm256_shuffle_epi8(mn_src[1], mins),
+                    _mm256_shuffle_epi8(mn_src[2], mins),
+                    _mm256_shuffle_epi8(mn_src[3], mins),
+                ];
+                (ksc, mn_pairs)
+            }
+        }
+    };
+}
+
 /// The packed kernels for one instruction set: `$features` for `#[target_feature]`, `$dot8`
-/// for the 8-chunk dot product, `$scale` for the masks building the scales it multiplies by, `$q4_0` to
-/// build the Q4_0 kernels or not, and `$paired_q4_k` whether Q4_K prompts of `PAIRED_FROM` or
-/// more tokens go to `prompt_q4_k_avx2`.
+/// for the 8-chunk dot product and `$scale` for the masks building the scales it multiplies by.
 macro_rules! packed_kernels {
-    ($name:ident, $features:literal, $dot8:ident, $scale:ident, $q4_0:meta, $paired_q4_k:literal) => {
+    ($name:ident, $features:literal, $dot8:ident, $scale:ident) => {
         pub(crate) mod $name {
             use super::*;
 
@@ -165,7 +215,6 @@ macro_rules! packed_kernels {
             ///
             /// # Safety
             /// `p` must point at 144 readable bytes.
-            #[$q4_0]
             #[inline]
             #[target_feature(enable = $features)]
             unsafe fn q4_0_column(p: *const u8) -> (__m256, [__m256i; 8]) {
@@ -190,7 +239,6 @@ macro_rules! packed_kernels {
             }
 
             /// One group (`wg`, 8 rows) times tokens `t0..t0 + T`.
-            #[$q4_0]
             #[inline]
             #[target_feature(enable = $features)]
             unsafe fn group_tile<const T: usize>(
@@ -274,7 +322,6 @@ macro_rules! packed_kernels {
             /// every group. A column is taken 32 bytes (two chunks) at a time across the groups,
             /// so only two broadcasts are live at once: holding all eight (as [`dot8_maddubs`]
             /// does), two groups' work did not fit in 16 registers and spilled.
-            #[$q4_0]
             #[inline]
             #[target_feature(enable = $features)]
             unsafe fn groups_one_token<const G: usize>(
@@ -337,7 +384,6 @@ macro_rules! packed_kernels {
             /// only as fast as a plain one-stream read (`examples/decode_bandwidth.rs`); two
             /// far-apart streams read faster. Two adjacent groups side by side, or whole groups
             /// taken from alternate runs, did not.
-            #[$q4_0]
             #[target_feature(enable = $features)]
             unsafe fn one_token_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32], group_bytes: usize) {
                 let n_groups = args.w.len() / group_bytes;
@@ -370,7 +416,6 @@ macro_rules! packed_kernels {
             /// # Safety
             /// The CPU must have this module's features; arguments as checked by
             /// `crate::packed::matmul_packed_at`.
-            #[$q4_0]
             #[target_feature(enable = $features)]
             pub(crate) unsafe fn matmul_q4_0x8(args: &PackedArgs<'_>, out: &mut [f32]) {
                 let group_bytes = args.n_cols / 32 * 144;
@@ -410,87 +455,7 @@ macro_rules! packed_kernels {
                 acc_out[..T].copy_from_slice(&acc);
             }
 
-            /// The scales and mins of a packed Q4_K super-block column (also the header of a
-            /// packed Q5_K one) at `col`: each sub-block's scales in the form `$dot8` multiplies
-            /// by, and the mins of sub-blocks 2i and 2i + 1 as the 16-bit halves of lane r.
-            ///
-            /// # Safety
-            /// `col` must point at the column's first 128 readable bytes.
-            #[inline]
-            #[target_feature(enable = $features)]
-            pub(crate) unsafe fn q4_k_header(col: *const u8) -> ([__m256i; 8], [__m256i; 4]) {
-                // SAFETY: bytes 32..128 of the column (the caller's bound).
-                unsafe {
-                    // Scales and mins of the 8 sub-blocks as bytes (row r in byte r of
-                    // each 8-byte run), all at once: sc01 holds sub-blocks 0, 1 | 4, 5 and
-                    // sc23 holds 2, 3 | 6, 7 (128-bit lanes), likewise mn01 and mn23.
-                    let low4 = _mm256_set1_epi8(0x0F);
-                    let two = _mm256_set1_epi8(3);
-                    let b0 = _mm256_loadu_si256(col.add(32) as *const __m256i);
-                    let b1 = _mm256_loadu_si256(col.add(64) as *const __m256i);
-                    let c01 = _mm256_permute2x128_si256::<0x20>(b0, b1);
-                    let c23 = _mm256_permute2x128_si256::<0x31>(b0, b1);
-                    // Top bits: nibble r of sub-block s's word, as byte r of its run.
-                    let words = _mm256_loadu_si256(col.add(96) as *const __m256i);
-                    let even = _mm256_and_si256(words, low4);
-                    let odd = _mm256_and_si256(_mm256_srli_epi16::<4>(words), low4);
-                    let n01 = _mm256_unpacklo_epi8(even, odd);
-                    let n23 = _mm256_unpackhi_epi8(even, odd);
-                    let join = |c: __m256i, n: __m256i| {
-                        let sc = _mm256_or_si256(
-                            _mm256_and_si256(c, low4),
-                            _mm256_slli_epi16::<4>(_mm256_and_si256(n, two)),
-                        );
-                        let mn = _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(c), low4),
-                            _mm256_slli_epi16::<4>(_mm256_and_si256(
-                                _mm256_srli_epi16::<2>(n),
-                                two,
-                            )),
-                        );
-                        (sc, mn)
-                    };
-                    let (sc01, mn01) = join(c01, n01);
-                    let (sc23, mn23) = join(c23, n23);
-                    // Each pair of sub-blocks (0, 1), (2, 3), (4, 5), (6, 7) in both 128-bit
-                    // lanes, then one shuffle per sub-block's scales or pair's mins.
-                    let sc_pairs = [
-                        _mm256_permute2x128_si256::<0x00>(sc01, sc01),
-                        _mm256_permute2x128_si256::<0x00>(sc23, sc23),
-                        _mm256_permute2x128_si256::<0x11>(sc01, sc01),
-                        _mm256_permute2x128_si256::<0x11>(sc23, sc23),
-                    ];
-                    let mn_src = [
-                        _mm256_permute2x128_si256::<0x00>(mn01, mn01),
-                        _mm256_permute2x128_si256::<0x00>(mn23, mn23),
-                        _mm256_permute2x128_si256::<0x11>(mn01, mn01),
-                        _mm256_permute2x128_si256::<0x11>(mn23, mn23),
-                    ];
-                    let masks = [
-                        _mm256_loadu_si256($scale[0].as_ptr() as *const __m256i),
-                        _mm256_loadu_si256($scale[1].as_ptr() as *const __m256i),
-                    ];
-                    let mins = _mm256_loadu_si256(MINS_PAIRED.as_ptr() as *const __m256i);
-                    let ksc: [__m256i; 8] = [
-                        _mm256_shuffle_epi8(sc_pairs[0], masks[0]),
-                        _mm256_shuffle_epi8(sc_pairs[0], masks[1]),
-                        _mm256_shuffle_epi8(sc_pairs[1], masks[0]),
-                        _mm256_shuffle_epi8(sc_pairs[1], masks[1]),
-                        _mm256_shuffle_epi8(sc_pairs[2], masks[0]),
-                        _mm256_shuffle_epi8(sc_pairs[2], masks[1]),
-                        _mm256_shuffle_epi8(sc_pairs[3], masks[0]),
-                        _mm256_shuffle_epi8(sc_pairs[3], masks[1]),
-                    ];
-                    // Mins of sub-blocks 2i and 2i + 1 as the 16-bit halves of lane r.
-                    let mn_pairs: [__m256i; 4] = [
-                        _mm256_shuffle_epi8(mn_src[0], mins),
-                        _mm256_shuffle_epi8(mn_src[1], mins),
-                        _mm256_shuffle_epi8(mn_src[2], mins),
-                        _mm256_shuffle_epi8(mn_src[3], mins),
-                    ];
-                    (ksc, mn_pairs)
-                }
-            }
+            q4_k_header_fn!($features, $scale);
 
             /// Super-block column `b` of one Q4_K group (`wg`, 8 rows) times tokens
             /// `t0..t0 + T`, added into `acc`.
@@ -619,7 +584,7 @@ macro_rules! packed_kernels {
                     // SAFETY: same features; arguments as checked by the caller.
                     return unsafe { one_token_q4_kx8(args, out, group_bytes) };
                 }
-                if $paired_q4_k && args.n_tokens >= PAIRED_FROM {
+                if args.n_tokens >= PAIRED_FROM {
                     // SAFETY: same features (a superset of AVX2, FMA, F16C); arguments as
                     // checked by the caller.
                     return unsafe { crate::x86::prompt_q4_k_avx2::matmul_tokens(args, out) };
@@ -637,33 +602,24 @@ macro_rules! packed_kernels {
     };
 }
 
-packed_kernels!(
-    avx2,
-    "avx2,fma,f16c",
-    dot8_maddubs,
-    SCALES_MADDUBS,
-    cfg(all()),
-    true
-);
-// Q4_0 at the VNNI level runs the 512-bit kernel (`packed_avx512`): only Q4_K is built here.
-packed_kernels!(
-    vnni,
-    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-    dot8_dpbusd,
-    SCALES_DPBUSD,
-    cfg(any()),
-    false
-);
-// The VNNI kernels with `vpdpbusd` emulated: tests run them on any AVX2 CPU.
+packed_kernels!(avx2, "avx2,fma,f16c", dot8_maddubs, SCALES_MADDUBS);
+
+/// The Q4_K header in the scale form `vpdpbusd` multiplies by, for the 512-bit VNNI kernel
+/// (`packed_q4k_avx512`).
+pub(crate) mod vnni {
+    use super::*;
+    q4_k_header_fn!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        SCALES_DPBUSD
+    );
+}
+
+/// The same for the tests' VNNI kernel with `vpdpbusd` emulated (any AVX-512 BW CPU).
 #[cfg(test)]
-packed_kernels!(
-    vnni_emulated,
-    "avx2,fma,f16c",
-    dot8_dpbusd_emulated,
-    SCALES_DPBUSD,
-    cfg(any()),
-    false
-);
+pub(crate) mod vnni_emulated {
+    use super::*;
+    q4_k_header_fn!("avx2,fma,f16c", SCALES_DPBUSD);
+}
 
 #[cfg(test)]
 mod tests {

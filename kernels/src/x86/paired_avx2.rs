@@ -269,9 +269,7 @@ impl Activations {
         }
         match ty {
             GgmlType::Q4_0 if !avx512 => Some(Activations::Q8_0),
-            GgmlType::Q4_K if !(avx512 && level == KernelLevel::Avx512Vnni) => {
-                Some(Activations::Q8_K)
-            }
+            GgmlType::Q4_K if !avx512 => Some(Activations::Q8_K),
             GgmlType::Q5_K => Some(Activations::Q8_K),
             GgmlType::Q6_K => Some(Activations::Q8_KBlockSums),
             _ => None,
