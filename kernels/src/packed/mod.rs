@@ -466,12 +466,14 @@ fn summarize_q8_0_scalar(acts: &[u8], act_d: &mut Vec<f32>, act_s: &mut Vec<i32>
 }
 
 /// The AVX-512 packed kernel of `level` (`Avx512` or `Avx512Vnni`) for `ty`, before the
-/// start-up check: 512-bit Q4_0, Q8_0 and Q4_K kernels (`packed_avx512`, `packed_q8_avx512`,
-/// `packed_q4k_avx512`, two groups per vector, `vpdpbusd` with VNNI, `vpmaddubsw` without) and
-/// the AVX2 kernels for Q5_K and Q6_K.
+/// start-up check: 512-bit kernels for every packed type (`packed_avx512`, `packed_q8_avx512`,
+/// `packed_q4k_avx512`, `packed_q5k_avx512`, `packed_q6k_avx512`: two groups per vector,
+/// `vpdpbusd` with VNNI, `vpmaddubsw` without).
 #[cfg(target_arch = "x86_64")]
 fn avx512_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
-    use crate::x86::{packed_avx512, packed_q4k_avx512, packed_q8_avx512};
+    use crate::x86::{
+        packed_avx512, packed_q4k_avx512, packed_q5k_avx512, packed_q6k_avx512, packed_q8_avx512,
+    };
     Some(match (level, ty) {
         (KernelLevel::Avx512Vnni, GgmlType::Q4_0) => packed_avx512::vnni::matmul_q4_0x8,
         (KernelLevel::Avx512Vnni, GgmlType::Q8_0) => packed_q8_avx512::vnni::matmul_q8_0x8,
@@ -479,8 +481,10 @@ fn avx512_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
         (KernelLevel::Avx512, GgmlType::Q4_0) => packed_avx512::bw::matmul_q4_0x8,
         (KernelLevel::Avx512, GgmlType::Q8_0) => packed_q8_avx512::bw::matmul_q8_0x8,
         (KernelLevel::Avx512, GgmlType::Q4_K) => packed_q4k_avx512::bw::matmul_q4_kx8,
-        (_, GgmlType::Q6_K) => crate::x86::packed_q6k_avx2::matmul_q6_kx8,
-        (_, GgmlType::Q5_K) => crate::x86::packed_q5k_avx2::matmul_q5_kx8,
+        (KernelLevel::Avx512Vnni, GgmlType::Q5_K) => packed_q5k_avx512::vnni::matmul_q5_kx8,
+        (KernelLevel::Avx512Vnni, GgmlType::Q6_K) => packed_q6k_avx512::vnni::matmul_q6_kx8,
+        (KernelLevel::Avx512, GgmlType::Q5_K) => packed_q5k_avx512::bw::matmul_q5_kx8,
+        (KernelLevel::Avx512, GgmlType::Q6_K) => packed_q6k_avx512::bw::matmul_q6_kx8,
         _ => return None,
     })
 }
@@ -589,6 +593,7 @@ mod tests {
                 GgmlType::Q4_0,
                 GgmlType::Q8_0,
                 GgmlType::Q4_K,
+                GgmlType::Q5_K,
                 GgmlType::Q6_K,
             ] {
                 if has {
@@ -605,18 +610,21 @@ mod tests {
     }
 
     /// The VNNI kernels, with `vpdpbusd` emulated (`x86::vnni_emulation`), give their scalar
-    /// twins' bits: the 512-bit Q4_0, Q8_0 and Q4_K forms, where AVX-512 BW runs (natively, or
+    /// twins' bits: the 512-bit Q4_0, Q8_0, Q4_K, Q5_K and Q6_K forms, where AVX-512 BW runs (natively, or
     /// `tools/avx512-emu` in CI, whose CPU model has no VNNI). Group counts odd and even, 1 to 6
     /// tokens (the one-token and the tile paths).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn vnni_kernels_with_dpbusd_emulated_match_their_scalar_twins() {
-        use crate::x86::{packed_avx512, packed_q4k_avx512, packed_q8_avx512};
+        use crate::x86::{
+            packed_avx512, packed_q4k_avx512, packed_q5k_avx512, packed_q6k_avx512,
+            packed_q8_avx512,
+        };
         if !KernelLevel::Avx512.is_supported() {
             return;
         }
         let vnni = KernelLevel::Avx512Vnni;
-        let kernels: [(PackedMatmulFn, GgmlType, &[usize]); 3] = [
+        let kernels: [(PackedMatmulFn, GgmlType, &[usize]); 5] = [
             (
                 packed_avx512::vnni_emulated::matmul_q4_0x8,
                 GgmlType::Q4_0,
@@ -630,6 +638,16 @@ mod tests {
             (
                 packed_q4k_avx512::vnni_emulated::matmul_q4_kx8,
                 GgmlType::Q4_K,
+                &[256, 768],
+            ),
+            (
+                packed_q5k_avx512::vnni_emulated::matmul_q5_kx8,
+                GgmlType::Q5_K,
+                &[256, 768],
+            ),
+            (
+                packed_q6k_avx512::vnni_emulated::matmul_q6_kx8,
+                GgmlType::Q6_K,
                 &[256, 768],
             ),
         ];

@@ -256,9 +256,9 @@ pub(crate) enum Activations {
 
 impl Activations {
     /// The form the prompt kernels of `level` pair for packed `ty`, if they pair tokens: the
-    /// AVX2 kernels of Q4_0, Q4_K, Q5_K and Q6_K, which the AVX-512 levels also run for the
-    /// types without a kernel of their own, and for all types when their own kernels failed
-    /// the start-up check (`avx512` false; `crate::packed`'s dispatch). A wrong answer costs
+    /// AVX2 kernels of Q4_0, Q4_K, Q5_K and Q6_K, which the AVX-512 levels run only when their
+    /// own 512-bit kernels failed the start-up check (`avx512` false; `crate::packed`'s
+    /// dispatch). A wrong answer costs
     /// time only: a kernel pairs its own rows when the ones it is given are not in its form.
     pub(crate) fn paired_by(level: KernelLevel, ty: GgmlType, avx512: bool) -> Option<Self> {
         if !matches!(
@@ -270,8 +270,8 @@ impl Activations {
         match ty {
             GgmlType::Q4_0 if !avx512 => Some(Activations::Q8_0),
             GgmlType::Q4_K if !avx512 => Some(Activations::Q8_K),
-            GgmlType::Q5_K => Some(Activations::Q8_K),
-            GgmlType::Q6_K => Some(Activations::Q8_KBlockSums),
+            GgmlType::Q5_K if !avx512 => Some(Activations::Q8_K),
+            GgmlType::Q6_K if !avx512 => Some(Activations::Q8_KBlockSums),
             _ => None,
         }
     }
