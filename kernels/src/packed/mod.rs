@@ -491,8 +491,8 @@ fn avx512_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
 
 /// Whether `level`'s AVX-512 packed kernels give the scalar twins' exact bits on this CPU,
 /// checked once per level on small known problems of each type (odd and even group counts,
-/// tiles of 1 to 4 tokens). They were written on a machine without AVX-512: the property tests
-/// check them under emulation (`tools/avx512-emu`) and wherever the CPU has AVX-512, and this
+/// tiles of 1 to 4 tokens). The property tests check them wherever the CPU has AVX-512 and
+/// under emulation (`tools/avx512-emu`, in CI), and this
 /// check keeps a CPU from ever running them unverified — on a mismatch the AVX2 kernels serve
 /// instead, with a warning.
 #[cfg(target_arch = "x86_64")]

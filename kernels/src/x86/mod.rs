@@ -1,12 +1,12 @@
 //! x86-64 kernels, one module per instruction set.
 //!
-//! The AVX-512 levels have their own packed Q4_0, Q8_0 and Q4_K kernels (`packed_avx512`,
-//! `packed_q8_avx512`, `packed_q4k_avx512`: two 8-row groups per 512-bit vector, `vpmaddubsw` or
-//! VNNI `vpdpbusd`); everything else reuses the AVX2 kernels (packed Q5_K and Q6_K,
-//! `packed_q5k_avx2` and `packed_q6k_avx2`, included). They were written on a machine without
-//! AVX-512 and first run natively on an AVX-512 VNNI CPU (AMD EPYC, Zen 4 class) on 2026-12-02;
-//! their tests also run on an emulated Tiger Lake CPU (`tools/avx512-emu/run.sh`, in CI), and
-//! `crate::packed` checks them against the scalar twins at start-up before it uses them.
+//! The AVX-512 levels have their own packed kernels for every packed type (`packed_avx512` for
+//! Q4_0, `packed_q8_avx512`, `packed_q4k_avx512`, `packed_q5k_avx512`, `packed_q6k_avx512`: two
+//! 8-row groups per 512-bit vector, `vpmaddubsw` or VNNI `vpdpbusd`); the rest (attention, float
+//! products, quantization) reuses the AVX2 kernels. The first of them were written on a machine
+//! without AVX-512; all have run natively on an AVX-512 VNNI CPU (AMD EPYC, Zen 4 class) since
+//! 2026-12-02. Their tests also run on an emulated Skylake-X (`tools/avx512-emu/run.sh`, in CI),
+//! and `crate::packed` checks them against the scalar twins at start-up before it uses them.
 
 /// The drivers around a packed kernel's column function `$column::<T>(args, wg, b, t0, stream,
 /// acc)` (column `b` of group `wg` times tokens `t0..t0 + T`, added into `acc`): `group_tile`

@@ -9,7 +9,8 @@
 //! `fma(d_w · d_a, dot, acc)` per block, blocks in order) are those of the scalar twin, so the
 //! results are bit-identical to it.
 //!
-//! Written on a machine without AVX-512: the property tests run them under emulation
+//! Written on a machine without AVX-512 and run natively since 2026-12-02 (an AVX-512 VNNI
+//! EPYC). The property tests also run them under emulation
 //! (`tools/avx512-emu/run.sh`, in CI; its CPU model has no VNNI, so the VNNI form runs there
 //! with `vpdpbusd` emulated, see `x86::vnni_emulation`), and `crate::packed` checks them against
 //! the scalar twin at start-up before it uses them.

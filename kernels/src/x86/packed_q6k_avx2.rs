@@ -1,6 +1,7 @@
 //! AVX2 kernel for packed Q6_K (`Q6_Kx8`, see `crate::packed`) times Q8_K activations: row `r`
 //! of an 8-row group in lane `r`, so the per-row sub-block scales multiply whole vectors and no
-//! horizontal sums are needed. Every x86 level uses it (there is no AVX-512 form).
+//! horizontal sums are needed. The AVX2 level uses it; the AVX-512 levels run `packed_q6k_avx512`
+//! (the same arithmetic, two groups per vector) unless it fails their start-up check.
 //!
 //! Per sub-block of 16 elements, the 6-bit quants of the 8 rows are rebuilt from `A`, `B` (low
 //! nibbles) and `H` (top bits) into four vectors of 8 rows × 4 elements. `vpmaddubsw` takes them

@@ -11,7 +11,8 @@
 //! each row and block is exact and the f32 step is the scalar twin's `fma(d_w · d_a, dot, acc)`,
 //! blocks in order, so the results are bit-identical to it.
 //!
-//! Written on a machine without AVX-512: the tests run under emulation (`tools/avx512-emu/run.sh`,
+//! Written on a machine without AVX-512 and run natively since 2026-12-02 (an AVX-512 VNNI
+//! EPYC). The tests also run under emulation (`tools/avx512-emu/run.sh`,
 //! in CI; its CPU model has no VNNI, so the VNNI form runs there with `vpdpbusd` emulated, see
 //! `x86::vnni_emulation`), and `crate::packed` checks both forms against the scalar twin at
 //! start-up before it uses them.
