@@ -64,8 +64,9 @@ fn activations(ty: GgmlType, rng: &mut Rng, n_tok: usize, cols: usize) -> Vec<u8
 }
 
 /// Shapes (rows, cols, tokens) valid for `ty`; the token counts reach every token-tile size
-/// (1 to 4) of the kernels that share a weight column between tokens, and every tile of 1 to 4
-/// token pairs of the AVX2 Q4_0 pair kernel, with and without an odd last token.
+/// (1 to 4, or 1 to 8 for the AVX-512 Q4_K kernel) of the kernels that share a weight column
+/// between tokens, and every tile of 1 to 4 token pairs of the AVX2 Q4_0 pair kernel, with and
+/// without an odd last token.
 fn shapes(ty: GgmlType) -> Vec<(usize, usize, usize)> {
     let b = ty.block_size();
     vec![
@@ -78,6 +79,8 @@ fn shapes(ty: GgmlType) -> Vec<(usize, usize, usize)> {
         (24, 7 * b, 19),
         (16, 9 * b, 37),
         (64, 2048, 9),
+        (16, 2 * b, 4),
+        (8, 3 * b, 15),
     ]
 }
 

@@ -491,7 +491,7 @@ fn avx512_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
 
 /// Whether `level`'s AVX-512 packed kernels give the scalar twins' exact bits on this CPU,
 /// checked once per level on small known problems of each type (odd and even group counts,
-/// tiles of 1 to 4 tokens). The property tests check them wherever the CPU has AVX-512 and
+/// every tile of up to 8 tokens). The property tests check them wherever the CPU has AVX-512 and
 /// under emulation (`tools/avx512-emu`, in CI), and this
 /// check keeps a CPU from ever running them unverified — on a mismatch the AVX2 kernels serve
 /// instead, with a warning.
@@ -518,7 +518,7 @@ fn avx512_kernels_verified(level: KernelLevel) -> bool {
             let Some(f) = avx512_kernel(level, ty) else {
                 continue;
             };
-            if !agrees_with_twin(level, f, ty, 512, &[16, 24], 5) {
+            if !agrees_with_twin(level, f, ty, 512, &[16, 24], 9) {
                 log::warn!(
                     "the {level} packed {ty} kernel differs from its scalar twin on this CPU; using the AVX2 kernels"
                 );
@@ -611,8 +611,8 @@ mod tests {
 
     /// The VNNI kernels, with `vpdpbusd` emulated (`x86::vnni_emulation`), give their scalar
     /// twins' bits: the 512-bit Q4_0, Q8_0, Q4_K, Q5_K and Q6_K forms, where AVX-512 BW runs (natively, or
-    /// `tools/avx512-emu` in CI, whose CPU model has no VNNI). Group counts odd and even, 1 to 6
-    /// tokens (the one-token and the tile paths).
+    /// `tools/avx512-emu` in CI, whose CPU model has no VNNI). Group counts odd and even, 1 to 9
+    /// tokens (the one-token path and every tile of up to 8 tokens).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn vnni_kernels_with_dpbusd_emulated_match_their_scalar_twins() {
@@ -653,7 +653,7 @@ mod tests {
         ];
         for (f, ty, widths) in kernels {
             for &cols in widths {
-                let ok = agrees_with_twin(vnni, f, ty, cols, &[8, 24, 40], 6);
+                let ok = agrees_with_twin(vnni, f, ty, cols, &[8, 24, 40], 9);
                 assert!(ok, "{ty}, {cols} columns");
             }
         }

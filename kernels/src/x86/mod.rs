@@ -98,12 +98,16 @@ macro_rules! column_drivers {
 
 /// The driver around a 512-bit packed kernel's pair function `pair_tile::<T>(args, wg0, wg1,
 /// t0, acc)` (groups `wg0` in lanes 0..8 and `wg1` in lanes 8..16, times tokens `t0..t0 + T`):
-/// the public `$matmul(args, out)` for 32-element block columns of `COLUMN` bytes. For a prompt
+/// the public `$matmul(args, out)` for 32-element block columns of `COLUMN` bytes. The tile
+/// sizes (`[1, 2, 3, 4]` unless given) must be 1..=`TOKEN_TILE`. For a prompt
 /// the two groups are adjacent and the 16 results one store (an odd last group masked); for one
 /// token they are far apart (`g`, `g + n/2`), two memory streams. The invoking module has
 /// `pair_tile`, `COLUMN`, `TileFn`, `TOKEN_TILE`, `PackedArgs` and `PACK_ROWS` in scope.
 macro_rules! pair_drivers {
     ($features:literal, $matmul:ident) => {
+        pair_drivers!($features, $matmul, [1, 2, 3, 4]);
+    };
+    ($features:literal, $matmul:ident, [$($tile:literal),+]) => {
         /// The packed weights times the activations, every group and token.
         ///
         /// # Safety
@@ -111,12 +115,7 @@ macro_rules! pair_drivers {
         /// `crate::packed::matmul_packed_at`.
         #[target_feature(enable = $features)]
         pub(crate) unsafe fn $matmul(args: &PackedArgs<'_>, out: &mut [f32]) {
-            let tiles: [TileFn; TOKEN_TILE] = [
-                pair_tile::<1>,
-                pair_tile::<2>,
-                pair_tile::<3>,
-                pair_tile::<4>,
-            ];
+            let tiles: [TileFn; TOKEN_TILE] = [$(pair_tile::<$tile>),+];
             let group_bytes = args.n_cols / 32 * COLUMN;
             let n_groups = args.w.len() / group_bytes;
             let n_rows = n_groups * PACK_ROWS;

@@ -14,7 +14,7 @@ use std::arch::x86_64::*;
 use crate::packed::{PackedArgs, PACK_ROWS};
 
 /// Tokens sharing one unpacked super-block column (per pair of groups).
-pub(super) const TOKEN_TILE: usize = 4;
+pub(super) const TOKEN_TILE: usize = 8;
 
 /// Bytes of a packed Q4_K group per 32 columns (1152 per 256-column super-block): what
 /// `pair_drivers!` steps groups by.
@@ -192,7 +192,7 @@ macro_rules! q4_k_kernels_512 {
                 acc_out[..T].copy_from_slice(&acc);
             }
 
-            pair_drivers!($features, matmul_q4_kx8);
+            pair_drivers!($features, matmul_q4_kx8, [1, 2, 3, 4, 5, 6, 7, 8]);
         }
     };
 }

@@ -13,7 +13,7 @@ use std::arch::x86_64::*;
 use crate::packed::{PackedArgs, PACK_ROWS};
 
 /// Tokens sharing one rebuilt super-block column (per pair of groups).
-pub(super) const TOKEN_TILE: usize = 4;
+pub(super) const TOKEN_TILE: usize = 8;
 
 /// Bytes of a packed Q5_K group per 32 columns (1408 per super-block): `pair_drivers!`'s step.
 const COLUMN: usize = 176;
@@ -205,7 +205,7 @@ macro_rules! q5_k_kernels_512 {
                 acc_out[..T].copy_from_slice(&acc);
             }
 
-            pair_drivers!($features, matmul_q5_kx8);
+            pair_drivers!($features, matmul_q5_kx8, [1, 2, 3, 4, 5, 6, 7, 8]);
         }
     };
 }

@@ -14,7 +14,7 @@ use super::packed_q6k_avx2::{DUP_EVEN, DUP_ODD};
 use crate::packed::{PackedArgs, PACK_ROWS};
 
 /// Tokens sharing one rebuilt super-block column (per pair of groups).
-pub(super) const TOKEN_TILE: usize = 4;
+pub(super) const TOKEN_TILE: usize = 8;
 
 /// Bytes of a packed Q6_K group per 32 columns (1680 per super-block): `pair_drivers!`'s step.
 const COLUMN: usize = 210;
@@ -233,7 +233,7 @@ macro_rules! q6_k_kernels_512 {
                 acc_out[..T].copy_from_slice(&acc);
             }
 
-            pair_drivers!($features, matmul_q6_kx8);
+            pair_drivers!($features, matmul_q6_kx8, [1, 2, 3, 4, 5, 6, 7, 8]);
         }
     };
 }
