@@ -47,6 +47,29 @@ pub(super) unsafe fn load_pair(lo: *const u8, hi: *const u8) -> __m512i {
     }
 }
 
+/// Two 256-bit halves as one 512-bit vector (`lo` in lanes 0..8).
+#[inline]
+#[target_feature(enable = "avx2,avx512f")]
+pub(super) fn join(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+}
+
+/// 16 bytes at `lo` and 16 at `hi` as one 256-bit vector.
+///
+/// # Safety
+/// The CPU must have AVX2; 16 bytes must be readable at each address.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn load_halves(lo: *const u8, hi: *const u8) -> __m256i {
+    // SAFETY: the caller passes 16 readable bytes at each address; same features.
+    unsafe {
+        _mm256_inserti128_si256::<1>(
+            _mm256_castsi128_si256(_mm_loadu_si128(lo as *const __m128i)),
+            _mm_loadu_si128(hi as *const __m128i),
+        )
+    }
+}
+
 /// The 16 row scales of block columns `p0` (lanes 0..8) and `p1` (lanes 8..16), as f32; with
 /// `stream`, first a prefetch of `LINES` cache lines `ahead` bytes past each column.
 ///

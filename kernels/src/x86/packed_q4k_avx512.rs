@@ -11,6 +11,7 @@
 
 use std::arch::x86_64::*;
 
+use super::packed_avx512::{join, load_halves, load_pair};
 use crate::packed::{PackedArgs, PACK_ROWS};
 
 /// Tokens sharing one unpacked super-block column (per pair of groups).
@@ -30,11 +31,61 @@ const ACT_BLOCK: usize = 292;
 pub(super) type TileFn =
     unsafe fn(&PackedArgs<'_>, *const u8, *const u8, usize, &mut [__m512; TOKEN_TILE]);
 
-/// Two 256-bit halves as one 512-bit vector (`lo` in lanes 0..8).
+/// A Q4_K/Q5_K super-block column header of both groups (`c0` in lanes 0..8, `c1` in 8..16):
+/// `d`, `dmin` as f32, each sub-block's row scales in the form of the 256-bit decoder that gave
+/// `h0`/`h1`, and the mins of sub-blocks 2i and 2i + 1 as the 16-bit halves of each lane.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and F16C; 32 bytes readable at `c0` and at `c1`.
 #[inline]
-#[target_feature(enable = "avx2,avx512f")]
-fn join(lo: __m256i, hi: __m256i) -> __m512i {
-    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+#[target_feature(enable = "avx2,f16c,avx512f")]
+pub(super) unsafe fn pair_header(
+    c0: *const u8,
+    c1: *const u8,
+    h0: ([__m256i; 8], [__m256i; 4]),
+    h1: ([__m256i; 8], [__m256i; 4]),
+) -> (__m512, __m512, [__m512i; 8], [__m512i; 4]) {
+    // SAFETY: the caller's bound.
+    let (d, dmin) = unsafe {
+        (
+            _mm512_cvtph_ps(load_halves(c0, c1)),
+            _mm512_cvtph_ps(load_halves(c0.add(16), c1.add(16))),
+        )
+    };
+    let scales = std::array::from_fn(|s| join(h0.0[s], h1.0[s]));
+    let mins = std::array::from_fn(|i| join(h0.1[i], h1.1[i]));
+    (d, dmin, scales, mins)
+}
+
+/// The f32 steps of a Q4_K/Q5_K super-block column for one token, as in the scalar twin:
+/// `fma(d · d_a, isum, acc)`, then `fnma(dmin · d_a, Σ_s min_s · sum_s, acc)`. The token's Q8_K
+/// block is at `block` (f32 `d_a` first) and its summaries (4 words: pairs of sub-block sums,
+/// 16 bits each) at `pairs`; the min sum is exact (min < 2^6, |sum| ≤ 32 × 128).
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW and FMA; 4 readable bytes at `block`, 4 words at `pairs`.
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw")]
+pub(super) unsafe fn finish_column(
+    d: __m512,
+    dmin: __m512,
+    mins: &[__m512i; 4],
+    isum: __m512i,
+    block: *const u8,
+    pairs: *const i32,
+    acc: __m512,
+) -> __m512 {
+    // SAFETY: the caller's bound.
+    unsafe {
+        let da = _mm512_set1_ps((block as *const f32).read_unaligned());
+        let mut msum = _mm512_setzero_si512();
+        for (i, m) in mins.iter().enumerate() {
+            let pair = _mm512_set1_epi32(*pairs.add(i));
+            msum = _mm512_add_epi32(msum, _mm512_madd_epi16(*m, pair));
+        }
+        let acc = _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(isum), acc);
+        _mm512_fnmadd_ps(_mm512_mul_ps(dmin, da), _mm512_cvtepi32_ps(msum), acc)
+    }
 }
 
 /// The `vpmaddubsw` form: Σ_c w[c] · broadcast(y + off[c]), the 16-bit halves of each 32-bit
@@ -119,20 +170,7 @@ macro_rules! q4_k_kernels_512 {
                                 _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64) as *const i8);
                             }
                         }
-                        let halves = |at: usize| {
-                            _mm256_inserti128_si256::<1>(
-                                _mm256_castsi128_si256(_mm_loadu_si128(
-                                    c0.add(at) as *const __m128i
-                                )),
-                                _mm_loadu_si128(c1.add(at) as *const __m128i),
-                            )
-                        };
-                        let d = _mm512_cvtph_ps(halves(0));
-                        let dmin = _mm512_cvtph_ps(halves(16));
-                        let (sc0, mn0) = $header(c0);
-                        let (sc1, mn1) = $header(c1);
-                        let ksc: [__m512i; 8] = std::array::from_fn(|s| join(sc0[s], sc1[s]));
-                        let mn: [__m512i; 4] = std::array::from_fn(|i| join(mn0[i], mn1[i]));
+                        let (d, dmin, ksc, mn) = pair_header(c0, c1, $header(c0), $header(c1));
                         let mut isum = [_mm512_setzero_si512(); T];
                         for j in 0..4 {
                             if stream {
@@ -148,10 +186,7 @@ macro_rules! q4_k_kernels_512 {
                             }
                             let v: [__m512i; 8] = std::array::from_fn(|k| {
                                 let at = 128 + 256 * j + 32 * k;
-                                join(
-                                    _mm256_loadu_si256(c0.add(at) as *const __m256i),
-                                    _mm256_loadu_si256(c1.add(at) as *const __m256i),
-                                )
+                                load_pair(c0.add(at), c1.add(at))
                             });
                             let lo = v.map(|x| _mm512_and_si512(x, mask));
                             let hi = v.map(|x| _mm512_and_si512(_mm512_srli_epi16::<4>(x), mask));
@@ -166,26 +201,9 @@ macro_rules! q4_k_kernels_512 {
                             }
                         }
                         for (t, a) in acc.iter_mut().enumerate() {
-                            let row = args.acts.as_ptr().add((t0 + t) * ab + b * ACT_BLOCK);
-                            let da = _mm512_set1_ps((row as *const f32).read_unaligned());
-                            // Σ_s min_s · sum_s, exactly (min < 2^6, |sum| ≤ 32 × 128): pairs
-                            // of sub-block sums, 16 bits each, from the summaries.
+                            let block = args.acts.as_ptr().add((t0 + t) * ab + b * ACT_BLOCK);
                             let pairs = args.act_s.as_ptr().add(((t0 + t) * nb + b) * 4);
-                            let mut msum = _mm512_setzero_si512();
-                            for (i, m) in mn.iter().enumerate() {
-                                let pair = _mm512_set1_epi32(*pairs.add(i));
-                                msum = _mm512_add_epi32(msum, _mm512_madd_epi16(*m, pair));
-                            }
-                            *a = _mm512_fmadd_ps(
-                                _mm512_mul_ps(d, da),
-                                _mm512_cvtepi32_ps(isum[t]),
-                                *a,
-                            );
-                            *a = _mm512_fnmadd_ps(
-                                _mm512_mul_ps(dmin, da),
-                                _mm512_cvtepi32_ps(msum),
-                                *a,
-                            );
+                            *a = finish_column(d, dmin, &mn, isum[t], block, pairs, *a);
                         }
                     }
                 }

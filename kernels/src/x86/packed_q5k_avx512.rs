@@ -10,6 +10,8 @@
 
 use std::arch::x86_64::*;
 
+use super::packed_avx512::load_pair;
+use super::packed_q4k_avx512::{finish_column, pair_header};
 use crate::packed::{PackedArgs, PACK_ROWS};
 
 /// Tokens sharing one rebuilt super-block column (per pair of groups).
@@ -24,13 +26,6 @@ const SUPER_COLUMN: usize = 1408;
 /// A kernel for a pair of groups and a tile of tokens (`pair_tile::<T>` for T = 1..=4).
 pub(super) type TileFn =
     unsafe fn(&PackedArgs<'_>, *const u8, *const u8, usize, &mut [__m512; TOKEN_TILE]);
-
-/// Two 256-bit halves as one 512-bit vector (`lo` in lanes 0..8).
-#[inline]
-#[target_feature(enable = "avx2,avx512f")]
-fn join(lo: __m256i, hi: __m256i) -> __m512i {
-    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
-}
 
 /// The top bit `c` (0..8) of each byte of `h`, moved to bit 4 (16-bit shifts; the mask keeps
 /// only bits that came from the same byte).
@@ -126,20 +121,7 @@ macro_rules! q5_k_kernels_512 {
                     // `summarize_q8_k`). Prefetches past the end never fault.
                     unsafe {
                         let (c0, c1) = (wg0.add(b * SUPER_COLUMN), wg1.add(b * SUPER_COLUMN));
-                        let halves = |at: usize| {
-                            _mm256_inserti128_si256::<1>(
-                                _mm256_castsi128_si256(_mm_loadu_si128(
-                                    c0.add(at) as *const __m128i
-                                )),
-                                _mm_loadu_si128(c1.add(at) as *const __m128i),
-                            )
-                        };
-                        let d = _mm512_cvtph_ps(halves(0));
-                        let dmin = _mm512_cvtph_ps(halves(16));
-                        let (sc0, mn0) = $header(c0);
-                        let (sc1, mn1) = $header(c1);
-                        let ksc: [__m512i; 8] = std::array::from_fn(|s| join(sc0[s], sc1[s]));
-                        let mn: [__m512i; 4] = std::array::from_fn(|i| join(mn0[i], mn1[i]));
+                        let (d, dmin, ksc, mn) = pair_header(c0, c1, $header(c0), $header(c1));
                         let mut isum = [_mm512_setzero_si512(); T];
                         for s in 0..8 {
                             if stream {
@@ -154,12 +136,7 @@ macro_rules! q5_k_kernels_512 {
                                 }
                             }
                             let at = 128 + 160 * s;
-                            let load = |off: usize| {
-                                join(
-                                    _mm256_loadu_si256(c0.add(at + off) as *const __m256i),
-                                    _mm256_loadu_si256(c1.add(at + off) as *const __m256i),
-                                )
-                            };
+                            let load = |off: usize| load_pair(c0.add(at + off), c1.add(at + off));
                             let a: [__m512i; 4] = std::array::from_fn(|p| load(32 * p));
                             let h = load(128);
                             let q: [__m512i; 8] = std::array::from_fn(|c| {
@@ -180,25 +157,9 @@ macro_rules! q5_k_kernels_512 {
                             }
                         }
                         for (t, a) in acc.iter_mut().enumerate() {
-                            let row = args.acts.as_ptr().add((t0 + t) * ab + b * 292);
-                            let da = _mm512_set1_ps((row as *const f32).read_unaligned());
-                            // Σ_s min_s · sum_s, exactly, from the summaries (as for Q4_K).
+                            let block = args.acts.as_ptr().add((t0 + t) * ab + b * 292);
                             let pairs = args.act_s.as_ptr().add(((t0 + t) * nb + b) * 4);
-                            let mut msum = _mm512_setzero_si512();
-                            for (i, m) in mn.iter().enumerate() {
-                                let pair = _mm512_set1_epi32(*pairs.add(i));
-                                msum = _mm512_add_epi32(msum, _mm512_madd_epi16(*m, pair));
-                            }
-                            *a = _mm512_fmadd_ps(
-                                _mm512_mul_ps(d, da),
-                                _mm512_cvtepi32_ps(isum[t]),
-                                *a,
-                            );
-                            *a = _mm512_fnmadd_ps(
-                                _mm512_mul_ps(dmin, da),
-                                _mm512_cvtepi32_ps(msum),
-                                *a,
-                            );
+                            *a = finish_column(d, dmin, &mn, isum[t], block, pairs, *a);
                         }
                     }
                 }

@@ -10,6 +10,7 @@
 
 use std::arch::x86_64::*;
 
+use super::packed_avx512::{load_halves, load_pair};
 use super::packed_q6k_avx2::{DUP_EVEN, DUP_ODD};
 use crate::packed::{PackedArgs, PACK_ROWS};
 
@@ -25,37 +26,6 @@ const SUPER_COLUMN: usize = 1680;
 /// A kernel for a pair of groups and a tile of tokens (`pair_tile::<T>` for T = 1..=4).
 pub(super) type TileFn =
     unsafe fn(&PackedArgs<'_>, *const u8, *const u8, usize, &mut [__m512; TOKEN_TILE]);
-
-/// 16 bytes at `lo` and 16 at `hi` as one 256-bit vector.
-///
-/// # Safety
-/// 16 bytes must be readable at each address.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn load_halves(lo: *const u8, hi: *const u8) -> __m256i {
-    // SAFETY: the caller's bound.
-    unsafe {
-        _mm256_inserti128_si256::<1>(
-            _mm256_castsi128_si256(_mm_loadu_si128(lo as *const __m128i)),
-            _mm_loadu_si128(hi as *const __m128i),
-        )
-    }
-}
-
-/// 32 bytes at `lo` in the low half and 32 at `hi` in the high half.
-///
-/// # Safety
-/// 32 bytes must be readable at each address.
-#[inline]
-#[target_feature(enable = "avx2,avx512f")]
-unsafe fn load_pair(lo: *const u8, hi: *const u8) -> __m512i {
-    // SAFETY: the caller's bound.
-    unsafe {
-        let a = _mm256_loadu_si256(lo as *const __m256i);
-        let b = _mm256_loadu_si256(hi as *const __m256i);
-        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b)
-    }
-}
 
 /// Sub-block quants of both groups (96 bytes at `s0` and at `s1`: low nibbles `A`, `B`, top
 /// bits `H`) as four vectors of 16 rows × 4 elements, unsigned 6-bit.
