@@ -26,7 +26,8 @@ const PREFETCH_AHEAD: usize = 1152;
 
 /// Token counts from which a Q4_0, Q4_K, Q5_K or Q6_K product runs the two-tokens-per-broadcast
 /// kernel (`prompt_q4_0_avx2`, `prompt_q4_k_avx2`, `prompt_q5_k_avx2`, `prompt_q6_k_avx2`;
-/// AVX2 only: the VNNI Q4_K form has no broadcasts to save). Below it the one-group tiles do
+/// the AVX2 kernels only: the 512-bit kernels already share each broadcast between two groups).
+/// Below it the one-group tiles do
 /// fewer vector operations: counted per Q4_0 block column, 103 against 126 for 3 tokens (the
 /// pair kernel runs an odd token as a pair), 73 against 74 for 2.
 pub(crate) const PAIRED_FROM: usize = 4;
