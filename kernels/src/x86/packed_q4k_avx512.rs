@@ -27,7 +27,7 @@ const SUPER_COLUMN: usize = 1152;
 /// Bytes of one Q8_K activation block (f32 scale, 256 quants, 16 block sums).
 const ACT_BLOCK: usize = 292;
 
-/// A kernel for a pair of groups and a tile of tokens (`pair_tile::<T>` for T = 1..=4).
+/// A kernel for a pair of groups and a tile of tokens (`pair_tile::<T>` for T = 1..=8).
 pub(super) type TileFn =
     unsafe fn(&PackedArgs<'_>, *const u8, *const u8, usize, &mut [__m512; TOKEN_TILE]);
 

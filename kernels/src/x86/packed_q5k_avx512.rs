@@ -23,7 +23,7 @@ const COLUMN: usize = 176;
 /// Bytes of one super-block column of a packed Q5_K group.
 const SUPER_COLUMN: usize = 1408;
 
-/// A kernel for a pair of groups and a tile of tokens (`pair_tile::<T>` for T = 1..=4).
+/// A kernel for a pair of groups and a tile of tokens (`pair_tile::<T>` for T = 1..=8).
 pub(super) type TileFn =
     unsafe fn(&PackedArgs<'_>, *const u8, *const u8, usize, &mut [__m512; TOKEN_TILE]);
 
