@@ -4,7 +4,7 @@
 //! Q4_0, `packed_q8_avx512`, `packed_q4k_avx512`, `packed_q5k_avx512`, `packed_q6k_avx512`: two
 //! 8-row groups per 512-bit vector, `vpmaddubsw` or VNNI `vpdpbusd`); the rest (attention, float
 //! products, quantization) reuses the AVX2 kernels. The first of them were written on a machine
-//! without AVX-512; all have run natively on an AVX-512 VNNI CPU (AMD EPYC, Zen 4 class) since
+//! without AVX-512; all have run natively on an AVX-512 VNNI CPU (AMD EPYC, Zen 5 class) since
 //! 2026-12-02. Their tests also run on an emulated Skylake-X (`tools/avx512-emu/run.sh`, in CI),
 //! and `crate::packed` checks them against the scalar twins at start-up before it uses them.
 

@@ -24,14 +24,6 @@ pub(super) const SWAP: i32 = 0b10_11_00_01;
 /// Token pairs per tile of the prompt kernels.
 pub(super) const PAIR_TILE: usize = 4;
 
-/// How many weight columns ahead of the one it multiplies a prompt kernel's first tile asks
-/// for (the later tiles of a group find it in L1). One column of a K-quant group (1152 bytes
-/// of Q4_K) takes a 4-pair tile about as long as memory takes to deliver it, and an MoE
-/// expert's prompt share (about 16 tokens of a pp128) streams its weights from memory: with
-/// two columns ahead the expert-shaped product (`matmul_expert`) ran 5–25 % faster than with
-/// one.
-pub(super) const PREFETCH_COLUMNS: usize = 2;
-
 /// The activations of each token pair interleaved by quad, and their summaries by pair.
 /// Tokens are paired (0, 1), (2, 3), …; an odd last token is paired with itself.
 ///

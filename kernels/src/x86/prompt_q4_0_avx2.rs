@@ -9,16 +9,17 @@ use std::arch::x86_64::*;
 
 use super::paired_avx2::{
     broadcast_pair, matmul_pairs, paired_entry, untangle, Activations, PairFn, PairedActivations,
-    PAIR_TILE, PREFETCH_COLUMNS, SWAP,
+    PAIR_TILE, SWAP,
 };
 use crate::packed::PackedArgs;
 
 /// Bytes of one block column of a packed Q4_0 group: 8 f16 scales, then 4 × 32 bytes of nibbles.
 const COLUMN: usize = 144;
 
-/// Software prefetch distance in bytes: as far ahead as the K-quant prompt kernels ask
-/// (`PREFETCH_COLUMNS` columns of 1152 bytes), 16 Q4_0 columns.
-const PREFETCH_AHEAD: usize = PREFETCH_COLUMNS * 1152;
+/// Software prefetch distance in bytes: 16 columns, as far ahead as `prompt_q4_k_avx2` asks
+/// (twice the one-token kernels' distance; pp128 in 6 alternating rounds was within the noise
+/// of one column's, ahead in 4).
+const PREFETCH_AHEAD: usize = 16 * COLUMN;
 
 /// Group `wg` (8 rows) times token pairs `p0..p0 + P`: `acc_out[k]` holds pair k's two tokens
 /// in row order.

@@ -15,7 +15,7 @@ use super::packed_avx2::avx2::q4_k_header;
 use super::packed_q5k_avx2::top_bit;
 use super::paired_avx2::{
     broadcast_pair, matmul_pairs, paired_entry, untangle, Activations, PairFn, PairedActivations,
-    PAIR_TILE, PREFETCH_COLUMNS, SWAP,
+    PAIR_TILE, SWAP,
 };
 use super::prompt_q4_k_avx2::finish_column;
 use crate::packed::PackedArgs;
@@ -48,11 +48,10 @@ unsafe fn pair_tile<const P: usize>(
         // index (p0 + k)·nb + b of `paired` (filled for every pair). Prefetches never fault.
         unsafe {
             let col = wg.add(b * COLUMN);
-            // Only the first tile streams the group, PREFETCH_COLUMNS columns ahead; the later
-            // ones find it in L1.
+            // Only the first tile streams the group; the later ones find it in L1.
             if p0 == 0 {
                 for line in 0..COLUMN / 64 {
-                    let at = PREFETCH_COLUMNS * COLUMN + 64 * line;
+                    let at = COLUMN + 64 * line;
                     _mm_prefetch::<_MM_HINT_T0>(col.wrapping_add(at) as *const i8);
                 }
             }
