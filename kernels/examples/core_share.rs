@@ -14,9 +14,8 @@
 //!
 //! x86-64 only (elsewhere it says so and exits).
 
-use std::time::Instant;
-
 /// Dependent adds per timing.
+#[cfg(target_arch = "x86_64")]
 const ADDS: u64 = 2_000_000_000;
 
 /// Billions of dependent adds per second on the calling thread.
@@ -24,7 +23,7 @@ const ADDS: u64 = 2_000_000_000;
 fn adds_per_ns() -> f64 {
     let mut x = 0u64;
     let mut left = ADDS;
-    let t = Instant::now();
+    let t = std::time::Instant::now();
     // SAFETY: register arithmetic only: no memory access, no stack use, flags clobbered
     // (declared by default for `asm!`).
     unsafe {
