@@ -219,16 +219,6 @@ fn unpack_k_header(inp: &[u8], r: usize, blk: &mut [u8]) {
     blk[4..16].copy_from_slice(&q);
 }
 
-/// The 5-bit quant of element `j` of a row-major Q5_K block: low 4 bits in `qs` (32-byte runs,
-/// sub-block pairs sharing bytes, low nibble for the even sub-block), top bit in `qh[j % 32]` at
-/// bit `j / 32`.
-pub(crate) fn q5_k_quant(blk: &[u8], j: usize) -> u8 {
-    let (s, l) = (j / 32, j % 32);
-    let byte = blk[48 + 32 * (s / 2) + l];
-    let lo = if s % 2 == 0 { byte & 15 } else { byte >> 4 };
-    lo | ((blk[16 + l] >> s) & 1) << 4
-}
-
 /// Where element `i` of quad `c` of sub-block `s`, row `r`, sits in a packed Q5_K column: the
 /// `A` byte and its nibble shift, the `H` byte and its bit.
 pub(crate) fn q5_kx8_place(s: usize, c: usize, r: usize, i: usize) -> (usize, u32, usize, u32) {
@@ -241,22 +231,44 @@ pub(crate) fn q5_kx8_place(s: usize, c: usize, r: usize, i: usize) -> (usize, u3
     )
 }
 
+/// The little-endian u32 at `at`.
+fn word(buf: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
+}
+
+/// Writes `w` little-endian at `at`.
+fn put_word(buf: &mut [u8], at: usize, w: u32) {
+    buf[at..at + 4].copy_from_slice(&w.to_le_bytes());
+}
+
+/// Low nibbles of each byte.
+const NIBBLES: u32 = 0x0F0F_0F0F;
+
+/// Packs one group of Q5_K rows four bytes (one row's four elements of a quad) at a time: the
+/// layout of [`q5_kx8_place`], whose byte-by-byte inverse is [`unpack_group_q5_k`].
 fn pack_group_q5_k(rb: usize, g_src: &[u8], g_dst: &mut [u8]) {
     for b in 0..rb / 176 {
         let out = &mut g_dst[b * 1408..(b + 1) * 1408];
-        out[96..].fill(0);
+        out[96..128].fill(0);
         for r in 0..PACK_ROWS {
             let blk = &g_src[r * rb + b * 176..r * rb + (b + 1) * 176];
             pack_k_header(blk, r, out);
+            // Quad c's 4 elements of sub-block s: low bits in the nibbles (low for even s) of
+            // qs bytes 4c.. of the sub-block pair's run, top bits at bit s of qh bytes 4c...
+            let nibbles = |s: usize, c: usize| {
+                let w = word(blk, 48 + 32 * (s / 2) + 4 * c);
+                (if s.is_multiple_of(2) { w } else { w >> 4 }) & NIBBLES
+            };
             for s in 0..8 {
-                for c in 0..8 {
-                    for i in 0..4 {
-                        let q = q5_k_quant(blk, 32 * s + 4 * c + i);
-                        let (lo_at, lo_shift, hi_at, bit) = q5_kx8_place(s, c, r, i);
-                        out[lo_at] |= (q & 15) << lo_shift;
-                        out[hi_at] |= (q >> 4) << bit;
-                    }
+                let at = 128 + 160 * s + 4 * r;
+                for p in 0..4 {
+                    let a = nibbles(s, 2 * p) | nibbles(s, 2 * p + 1) << 4;
+                    put_word(out, at + 32 * p, a);
                 }
+                let h = (0..8).fold(0, |h, c| {
+                    h | ((word(blk, 16 + 4 * c) >> s) & 0x0101_0101) << c
+                });
+                put_word(out, at + 128, h);
             }
         }
     }
@@ -289,19 +301,20 @@ fn unpack_group_q5_k(rb: usize, g_src: &[u8], g_dst: &mut [u8]) {
 /// block column `b` sit at `272b + 2r` and `272b + 16 + 32c + 4r`.
 fn pack_group_q8_0(rb: usize, g_src: &[u8], g_dst: &mut [u8], pack: bool) {
     for b in 0..rb / 34 {
+        let col = b * 272;
         for r in 0..PACK_ROWS {
             let row = r * rb + b * 34;
-            let col = b * 272;
-            let mut pairs = [(row, col + 2 * r, 2)]
-                .into_iter()
-                .chain((0..8).map(|c| (row + 2 + 4 * c, col + 16 + 32 * c + 4 * r, 4)));
-            for (at_row, at_packed, len) in &mut pairs {
+            let mut copy = |at_row: usize, at_packed: usize, len: usize| {
                 let (from, to) = if pack {
                     (at_row, at_packed)
                 } else {
                     (at_packed, at_row)
                 };
                 g_dst[to..to + len].copy_from_slice(&g_src[from..from + len]);
+            };
+            copy(row, col + 2 * r, 2);
+            for c in 0..8 {
+                copy(row + 2 + 4 * c, col + 16 + 32 * c + 4 * r, 4);
             }
         }
     }
@@ -322,17 +335,6 @@ fn q6_k_place(j: usize) -> (usize, bool, usize, u32) {
     )
 }
 
-/// The 6-bit quant (0..64) of element `j` of a row-major Q6_K block.
-pub(crate) fn q6_k_quant(blk: &[u8], j: usize) -> u8 {
-    let (lo_at, high_nibble, hi_at, shift) = q6_k_place(j);
-    let lo = if high_nibble {
-        blk[lo_at] >> 4
-    } else {
-        blk[lo_at] & 15
-    };
-    lo | ((blk[hi_at] >> shift) & 3) << 4
-}
-
 /// Where element `4c + i` of sub-block `s` of row `r` sits in a packed Q6_K super-block column:
 /// the `A` or `B` byte and the shift of its nibble, the `H` byte and the shift of its top bits.
 fn q6_kx8_place(s: usize, c: usize, r: usize, i: usize) -> (usize, u32, usize, u32) {
@@ -345,23 +347,35 @@ fn q6_kx8_place(s: usize, c: usize, r: usize, i: usize) -> (usize, u32, usize, u
     )
 }
 
+/// Packs one group of Q6_K rows four bytes (one row's four elements of a quad) at a time: the
+/// layout of [`q6_kx8_place`], whose byte-by-byte inverse is [`unpack_group_q6_k`].
 fn pack_group_q6_k(rb: usize, g_src: &[u8], g_dst: &mut [u8]) {
     for b in 0..rb / 210 {
         let out = &mut g_dst[b * 1680..(b + 1) * 1680];
-        out[144..].fill(0);
         for r in 0..PACK_ROWS {
             let blk = &g_src[r * rb + b * 210..r * rb + (b + 1) * 210];
             out[2 * r..2 * r + 2].copy_from_slice(&blk[208..210]);
             for s in 0..16 {
                 out[16 + 16 * (s / 2) + 2 * r + s % 2] = blk[192 + s];
-                for c in 0..4 {
-                    for i in 0..4 {
-                        let q = q6_k_quant(blk, 16 * s + 4 * c + i);
-                        let (lo_at, lo_shift, hi_at, hi_shift) = q6_kx8_place(s, c, r, i);
-                        out[lo_at] |= (q & 15) << lo_shift;
-                        out[hi_at] |= (q >> 4) << hi_shift;
-                    }
+                // Quad c (elements 16s + 4c..) keeps its 4 elements' low bits in 4 adjacent
+                // `ql` bytes (one nibble half) and their top bits at one shift of 4 adjacent
+                // `qh` bytes (`q6_k_place`: half s / 8, k = (s % 8) / 2, l = 16 (s % 2) + 4c).
+                let (half, k) = (s / 8, (s % 8) / 2);
+                let mut q = [(0u32, 0u32); 4];
+                for (c, q) in q.iter_mut().enumerate() {
+                    let l = 16 * (s % 2) + 4 * c;
+                    let lo = word(blk, 64 * half + l + 32 * (k % 2));
+                    let lo = (if k >= 2 { lo >> 4 } else { lo }) & NIBBLES;
+                    *q = (
+                        lo,
+                        (word(blk, 128 + 32 * half + l) >> (2 * k)) & 0x0303_0303,
+                    );
                 }
+                let at = 144 + 96 * s + 4 * r;
+                put_word(out, at, q[0].0 | q[1].0 << 4);
+                put_word(out, at + 32, q[2].0 | q[3].0 << 4);
+                let h = q[0].1 | q[1].1 << 2 | q[2].1 << 4 | q[3].1 << 6;
+                put_word(out, at + 64, h);
             }
         }
     }
