@@ -17,8 +17,8 @@ use crate::packed::PackedArgs;
 const COLUMN: usize = 144;
 
 /// Software prefetch distance in bytes: 16 columns, as far ahead as `prompt_q4_k_avx2` asks
-/// (twice the one-token kernels' distance; pp128 in 6 alternating rounds was within the noise
-/// of one column's, ahead in 4).
+/// (twice the one-token kernels' 1152 bytes; against that distance, pp128 in 6 alternating
+/// rounds was ahead in 4 but within the noise, medians 148 and 146 t/s).
 const PREFETCH_AHEAD: usize = 16 * COLUMN;
 
 /// Group `wg` (8 rows) times token pairs `p0..p0 + P`: `acc_out[k]` holds pair k's two tokens
