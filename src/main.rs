@@ -10,7 +10,7 @@ use moe_edge::cli;
     version,
     about,
     long_about = None,
-    after_help = "Environment:\n  MOE_EDGE_KERNELS=LEVEL  force a lower kernel level: scalar, ssse3, avx2, avx512, avx512vnni,\n                          neon, neondotprod (default: the best this CPU has)\n  RUST_LOG=info|debug     more logging (default: warnings and errors)"
+    after_help = "Environment:\n  MOE_EDGE_KERNELS=LEVEL  force a lower kernel level: scalar, ssse3, avx2, avxvnni, avx512,\n                          avx512vnni, neon, neondotprod (default: the best this CPU has)\n  RUST_LOG=info|debug     more logging (default: warnings and errors)"
 )]
 struct Cli {
     #[command(subcommand)]

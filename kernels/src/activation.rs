@@ -47,7 +47,10 @@ pub fn swiglu_at(level: KernelLevel, gate: &mut [f32], up: &[f32]) {
     );
     match level {
         #[cfg(target_arch = "x86_64")]
-        KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni => {
+        KernelLevel::Avx2
+        | KernelLevel::AvxVnni
+        | KernelLevel::Avx512
+        | KernelLevel::Avx512Vnni => {
             // SAFETY: the level is supported, so AVX2 (and AVX's rounding) is present.
             unsafe { swiglu_avx2(gate, up) }
         }

@@ -122,7 +122,10 @@ pub fn dot_rows_at<T: CacheValue>(
     }
     match level {
         #[cfg(target_arch = "x86_64")]
-        KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni => {
+        KernelLevel::Avx2
+        | KernelLevel::AvxVnni
+        | KernelLevel::Avx512
+        | KernelLevel::Avx512Vnni => {
             // SAFETY: the level is supported, so AVX2, FMA and F16C are present; every row is
             // inside `keys` (checked).
             unsafe { crate::x86::attention_avx2::dot_rows(q, keys, stride, scale, out) }
@@ -174,7 +177,10 @@ pub fn weighted_rows_at<T: CacheValue>(
     }
     match level {
         #[cfg(target_arch = "x86_64")]
-        KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni => {
+        KernelLevel::Avx2
+        | KernelLevel::AvxVnni
+        | KernelLevel::Avx512
+        | KernelLevel::Avx512Vnni => {
             // SAFETY: AVX2, FMA and F16C present (level supported); every row is inside
             // `values` (checked).
             unsafe { crate::x86::attention_avx2::weighted_rows(w, values, stride, out) }

@@ -67,7 +67,10 @@ fn build(level: KernelLevel) -> KernelTable {
         // SSSE3 has packed kernels only (`crate::packed`); its table is the scalar one.
         KernelLevel::Scalar | KernelLevel::Ssse3 => {}
         #[cfg(target_arch = "x86_64")]
-        KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni => {
+        KernelLevel::Avx2
+        | KernelLevel::AvxVnni
+        | KernelLevel::Avx512
+        | KernelLevel::Avx512Vnni => {
             crate::x86::fill(level, &mut t);
         }
         #[cfg(target_arch = "aarch64")]

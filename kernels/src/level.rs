@@ -17,6 +17,11 @@ pub enum KernelLevel {
     Ssse3,
     /// AVX2 + FMA + F16C.
     Avx2,
+    /// `Avx2` plus AVX-VNNI (the VEX-encoded 256-bit `vpdpbusd`), for CPUs that have it without
+    /// AVX-512: Intel Alder Lake-N (N100, N97, i3-N305), Alder/Raptor/Meteor/Arrow Lake, and AMD
+    /// Zen 5. Packed Q4_0 and Q4_K prompts run `vpdpbusd` kernels; everything else runs the
+    /// `Avx2` kernels.
+    AvxVnni,
     /// AVX-512 F/BW/VL on top of `Avx2`.
     Avx512,
     /// `Avx512` plus AVX-512 VNNI.
@@ -28,10 +33,11 @@ pub enum KernelLevel {
 }
 
 impl KernelLevel {
-    pub const ALL: [KernelLevel; 7] = [
+    pub const ALL: [KernelLevel; 8] = [
         KernelLevel::Scalar,
         KernelLevel::Ssse3,
         KernelLevel::Avx2,
+        KernelLevel::AvxVnni,
         KernelLevel::Avx512,
         KernelLevel::Avx512Vnni,
         KernelLevel::Neon,
@@ -43,6 +49,7 @@ impl KernelLevel {
             KernelLevel::Scalar => "scalar",
             KernelLevel::Ssse3 => "ssse3",
             KernelLevel::Avx2 => "avx2",
+            KernelLevel::AvxVnni => "avxvnni",
             KernelLevel::Avx512 => "avx512",
             KernelLevel::Avx512Vnni => "avx512vnni",
             KernelLevel::Neon => "neon",
@@ -56,6 +63,7 @@ impl KernelLevel {
             KernelLevel::Scalar => true,
             KernelLevel::Ssse3 => x86_has_ssse3(),
             KernelLevel::Avx2 => x86_has_avx2(),
+            KernelLevel::AvxVnni => x86_has_avx2() && x86_has_avx_vnni(),
             KernelLevel::Avx512 => x86_has_avx2() && x86_has_avx512(),
             KernelLevel::Avx512Vnni => x86_has_avx2() && x86_has_avx512() && x86_has_vnni(),
             KernelLevel::Neon => arm_has_neon(),
@@ -116,7 +124,7 @@ impl fmt::Display for UnknownLevel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown kernel level {:?} (expected one of: scalar, ssse3, avx2, avx512, avx512vnni, neon, neondotprod)",
+            "unknown kernel level {:?} (expected one of: scalar, ssse3, avx2, avxvnni, avx512, avx512vnni, neon, neondotprod)",
             self.0
         )
     }
@@ -229,6 +237,10 @@ fn x86_has_avx512() -> bool {
 fn x86_has_vnni() -> bool {
     std::arch::is_x86_feature_detected!("avx512vnni")
 }
+#[cfg(target_arch = "x86_64")]
+fn x86_has_avx_vnni() -> bool {
+    std::arch::is_x86_feature_detected!("avxvnni")
+}
 #[cfg(not(target_arch = "x86_64"))]
 fn x86_has_avx2() -> bool {
     false
@@ -239,6 +251,10 @@ fn x86_has_avx512() -> bool {
 }
 #[cfg(not(target_arch = "x86_64"))]
 fn x86_has_vnni() -> bool {
+    false
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn x86_has_avx_vnni() -> bool {
     false
 }
 

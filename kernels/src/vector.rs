@@ -37,7 +37,10 @@ pub fn axpy_at(level: KernelLevel, alpha: f32, x: &[f32], y: &mut [f32]) {
     );
     match level {
         #[cfg(target_arch = "x86_64")]
-        KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni => {
+        KernelLevel::Avx2
+        | KernelLevel::AvxVnni
+        | KernelLevel::Avx512
+        | KernelLevel::Avx512Vnni => {
             // SAFETY: the level is supported, so AVX2 and FMA are present.
             unsafe { axpy_avx2(alpha, x, y) }
         }
@@ -143,7 +146,10 @@ pub fn stream_read_at(level: KernelLevel, buf: &[u8]) -> u64 {
     );
     match level {
         #[cfg(target_arch = "x86_64")]
-        KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni => {
+        KernelLevel::Avx2
+        | KernelLevel::AvxVnni
+        | KernelLevel::Avx512
+        | KernelLevel::Avx512Vnni => {
             // SAFETY: the level is supported, so AVX2 is present.
             unsafe { stream_read_avx2(buf) }
         }

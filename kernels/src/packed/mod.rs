@@ -102,7 +102,21 @@ fn packed_kernel(level: KernelLevel, ty: GgmlType) -> Option<PackedMatmulFn> {
             avx512_kernel(level, ty)
         }
         #[cfg(target_arch = "x86_64")]
-        (KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni, _) => Some(match ty {
+        (KernelLevel::AvxVnni, GgmlType::Q4_0) => {
+            Some(crate::x86::packed_avx2::avxvnni::matmul_q4_0x8)
+        }
+        #[cfg(target_arch = "x86_64")]
+        (KernelLevel::AvxVnni, GgmlType::Q4_K) => {
+            Some(crate::x86::packed_avx2::avxvnni::matmul_q4_kx8)
+        }
+        #[cfg(target_arch = "x86_64")]
+        (
+            KernelLevel::Avx2
+            | KernelLevel::AvxVnni
+            | KernelLevel::Avx512
+            | KernelLevel::Avx512Vnni,
+            _,
+        ) => Some(match ty {
             GgmlType::Q4_K => crate::x86::packed_avx2::avx2::matmul_q4_kx8,
             GgmlType::Q6_K => crate::x86::packed_q6k_avx2::matmul_q6_kx8,
             GgmlType::Q8_0 => crate::x86::packed_q8_avx2::matmul_q8_0x8,
@@ -654,6 +668,30 @@ mod tests {
         for (f, ty, widths) in kernels {
             for &cols in widths {
                 let ok = agrees_with_twin(vnni, f, ty, cols, &[8, 24, 40], 9);
+                assert!(ok, "{ty}, {cols} columns");
+            }
+        }
+    }
+
+    /// The AVX-VNNI kernels (packed Q4_0 and Q4_K, with the prompt kernels they hand 4 or more
+    /// tokens to), with `vpdpbusd` emulated in AVX2, give their scalar twins' bits on any AVX2
+    /// CPU; where the CPU has AVX-VNNI, the property tests run the real ones at level `avxvnni`.
+    /// Group counts odd and even, 1 to 9 tokens (decode, the one-group tiles, odd and even
+    /// token pairs).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx_vnni_kernels_with_dpbusd_emulated_match_their_scalar_twins() {
+        use crate::x86::packed_avx2::avxvnni_emulated;
+        if !KernelLevel::Avx2.is_supported() {
+            return;
+        }
+        let kernels: [(PackedMatmulFn, GgmlType, &[usize]); 2] = [
+            (avxvnni_emulated::matmul_q4_0x8, GgmlType::Q4_0, &[96]),
+            (avxvnni_emulated::matmul_q4_kx8, GgmlType::Q4_K, &[256, 768]),
+        ];
+        for (f, ty, widths) in kernels {
+            for &cols in widths {
+                let ok = agrees_with_twin(KernelLevel::AvxVnni, f, ty, cols, &[8, 24, 40], 9);
                 assert!(ok, "{ty}, {cols} columns");
             }
         }

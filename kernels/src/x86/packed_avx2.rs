@@ -4,9 +4,10 @@
 //! go to the paired-token prompt kernels instead (`paired_avx2`, [`PAIRED_FROM`]).
 //!
 //! The kernels are written once (`packed_kernels!`) with their dot product of 8 chunks (8 rows
-//! × 4 bytes each) against broadcast activation quads: `vpmaddubsw`, 16-bit adds, one
-//! `vpmaddwd` (the 16-bit partial sums cannot overflow: 8 chunks × 2 products × 15 × 128 <
-//! 2^15), so the 32-bit sums are exact and the results bit-identical to the scalar twins. The
+//! × 4 bytes each) against broadcast activation quads, and stamped out twice: `avx2` with
+//! `vpmaddubsw`, 16-bit adds, one `vpmaddwd` (the 16-bit partial sums cannot overflow: 8 chunks
+//! × 2 products × 15 × 128 < 2^15), and `avxvnni` with AVX-VNNI's `vpdpbusd`. Both give exact
+//! 32-bit sums, so the results are bit-identical to the scalar twins. The
 //! Q4_K header decoder (`q4_k_header_fn!`) is also stamped out with the scale form `vpdpbusd`
 //! multiplies by, for the 512-bit VNNI kernel (`packed_q4k_avx512`), and for its tests' twin
 //! with `vpdpbusd` emulated (`vnni_emulated`, see `x86::vnni_emulation`).
@@ -78,6 +79,39 @@ macro_rules! dot8_maddubs {
         }
         _mm256_madd_epi16(s, $pairs)
     }};
+}
+
+/// `vpdpbusd` form of [`dot8_maddubs`] with instruction `$dp` (AVX-VNNI's, or in tests its
+/// emulation): the chunks' products accumulate in 32 bits, and a scale `$k` (the
+/// [`SCALES_DPBUSD`] form) is a 32-bit multiply. The sums equal `dot8_maddubs`'s: both exact.
+macro_rules! dot8_vnni {
+    ($dp:path, $w:expr, $y:expr, $off:expr) => {{
+        let (w, y, off): (&[__m256i; 8], *const u8, [usize; 8]) = ($w, $y, $off);
+        let bc = |o: usize| _mm256_broadcastd_epi32(_mm_loadu_si32(y.add(o)));
+        let mut s = $dp(_mm256_setzero_si256(), w[0], bc(off[0]));
+        for c in 1..8 {
+            s = $dp(s, w[c], bc(off[c]));
+        }
+        s
+    }};
+    ($dp:path, $w:expr, $y:expr, $off:expr, $k:expr) => {
+        _mm256_mullo_epi32(dot8_vnni!($dp, $w, $y, $off), $k)
+    };
+}
+
+/// [`dot8_vnni`] with AVX-VNNI's `vpdpbusd`.
+macro_rules! dot8_dpbusd {
+    ($($arg:expr),+) => {
+        dot8_vnni!(_mm256_dpbusd_avx_epi32, $($arg),+)
+    };
+}
+
+/// [`dot8_vnni`] with `vpdpbusd` emulated in AVX2 (tests: see `x86::vnni_emulation`).
+#[cfg(test)]
+macro_rules! dot8_dpbusd_emulated {
+    ($($arg:expr),+) => {
+        dot8_vnni!(crate::x86::vnni_emulation::dpbusd_256, $($arg),+)
+    };
 }
 
 /// `vpshufb` masks that build one sub-block's row scales from a pair of sub-blocks' scale bytes
@@ -205,6 +239,10 @@ macro_rules! q4_k_header_fn {
 
 /// The packed kernels for one instruction set: `$features` for `#[target_feature]`, `$dot8`
 /// for the 8-chunk dot product and `$scale` for the masks building the scales it multiplies by.
+/// Products of `PAIRED_FROM` or more tokens go to the prompt kernels of the same name
+/// (`prompt_q4_0_avx2::$name`, `prompt_q4_k_avx2::$name`). Decode's Q4_0 product
+/// (`groups_one_token`) sums in the `vpmaddubsw` form at every level: it is bound by memory
+/// bandwidth, not by the multiplies.
 macro_rules! packed_kernels {
     ($name:ident, $features:literal, $dot8:ident, $scale:ident) => {
         pub(crate) mod $name {
@@ -427,7 +465,9 @@ macro_rules! packed_kernels {
                 if args.n_tokens >= PAIRED_FROM {
                     // SAFETY: same features (a superset of AVX2, FMA, F16C); arguments as
                     // checked by the caller.
-                    return unsafe { crate::x86::prompt_q4_0_avx2::matmul_tokens(args, out) };
+                    return unsafe {
+                        crate::x86::prompt_q4_0_avx2::$name::matmul_tokens(args, out)
+                    };
                 }
                 let tiles: [TileFn; TOKEN_TILE] = [
                     group_tile::<1>,
@@ -588,7 +628,9 @@ macro_rules! packed_kernels {
                 if args.n_tokens >= PAIRED_FROM {
                     // SAFETY: same features (a superset of AVX2, FMA, F16C); arguments as
                     // checked by the caller.
-                    return unsafe { crate::x86::prompt_q4_k_avx2::matmul_tokens(args, out) };
+                    return unsafe {
+                        crate::x86::prompt_q4_k_avx2::$name::matmul_tokens(args, out)
+                    };
                 }
                 let tiles: [TileFn; TOKEN_TILE] = [
                     group_tile_q4_k::<1>,
@@ -604,6 +646,15 @@ macro_rules! packed_kernels {
 }
 
 packed_kernels!(avx2, "avx2,fma,f16c", dot8_maddubs, SCALES_MADDUBS);
+packed_kernels!(avxvnni, "avx2,fma,f16c,avxvnni", dot8_dpbusd, SCALES_DPBUSD);
+// The AVX-VNNI kernels with `vpdpbusd` emulated: tests run them on any AVX2 CPU.
+#[cfg(test)]
+packed_kernels!(
+    avxvnni_emulated,
+    "avx2,fma,f16c",
+    dot8_dpbusd_emulated,
+    SCALES_DPBUSD
+);
 
 /// The Q4_K header in the scale form `vpdpbusd` multiplies by, for the 512-bit VNNI kernel
 /// (`packed_q4k_avx512`).

@@ -263,7 +263,10 @@ impl Activations {
     pub(crate) fn paired_by(level: KernelLevel, ty: GgmlType, avx512: bool) -> Option<Self> {
         if !matches!(
             level,
-            KernelLevel::Avx2 | KernelLevel::Avx512 | KernelLevel::Avx512Vnni
+            KernelLevel::Avx2
+                | KernelLevel::AvxVnni
+                | KernelLevel::Avx512
+                | KernelLevel::Avx512Vnni
         ) {
             return None;
         }
@@ -314,15 +317,19 @@ pub(super) unsafe fn matmul_pairs(
 
 /// The public `matmul_tokens(args, out)` of a prompt kernel module (packed weights times several
 /// tokens: every group times every token pair): the module's `pair_tile::<1..=4>` over
-/// [`matmul_pairs`] with activations `$acts` and the module's `COLUMN` bytes per column.
+/// [`matmul_pairs`] with activations `$acts` and the module's `COLUMN` bytes per column, built
+/// for `$features` (AVX2, FMA and F16C unless given).
 macro_rules! paired_entry {
     ($acts:expr) => {
+        paired_entry!($acts, "avx2,fma,f16c");
+    };
+    ($acts:expr, $features:literal) => {
         /// Packed weights times several tokens: every group times every token pair.
         ///
         /// # Safety
-        /// The CPU must have AVX2, FMA and F16C; arguments as checked by
-        /// `crate::packed::matmul_packed_at`.
-        #[target_feature(enable = "avx2,fma,f16c")]
+        /// The CPU must have this module's features (at least AVX2, FMA and F16C); arguments
+        /// as checked by `crate::packed::matmul_packed_at`.
+        #[target_feature(enable = $features)]
         pub(crate) unsafe fn matmul_tokens(args: &PackedArgs<'_>, out: &mut [f32]) {
             let tiles: [PairFn; PAIR_TILE] = [
                 pair_tile::<1>,
@@ -336,3 +343,66 @@ macro_rules! paired_entry {
     };
 }
 pub(super) use paired_entry;
+
+/// How a prompt kernel sums chunk products, as a macro of four rules (the Q4_0 and Q4_K
+/// prompt kernels are stamped out once per form):
+/// - `first w0, y0, w1, y1`: the sum of two chunk products `w0 · y0 + w1 · y1` (unsigned
+///   weight bytes times signed activation bytes, per 32-bit lane);
+/// - `add s, w0, y0, w1, y1`: the same added into `s`;
+/// - `plain s`: the 32-bit lane sums of `s`;
+/// - `scaled s, k`: those sums times the lanes' scales `k` (in the form the module's
+///   `q4_k_header` builds).
+///
+/// `maddubs_form`: `vpmaddubsw` and 16-bit adds, widened by one `vpmaddwd` (exact while at most
+/// 8 chunks are summed: 8 × 2 × 15 × 128 < 2^15, and k < 2^6 in the scaled widening).
+macro_rules! maddubs_form {
+    (first $w0:expr, $y0:expr, $w1:expr, $y1:expr) => {
+        _mm256_add_epi16(_mm256_maddubs_epi16($w0, $y0), _mm256_maddubs_epi16($w1, $y1))
+    };
+    (add $s:expr, $w0:expr, $y0:expr, $w1:expr, $y1:expr) => {
+        _mm256_add_epi16($s, $crate::x86::paired_avx2::maddubs_form!(first $w0, $y0, $w1, $y1))
+    };
+    (plain $s:expr) => {
+        _mm256_madd_epi16($s, _mm256_set1_epi16(1))
+    };
+    (scaled $s:expr, $k:expr) => {
+        _mm256_madd_epi16($s, $k)
+    };
+}
+pub(super) use maddubs_form;
+
+/// The `vpdpbusd` form of [`maddubs_form`] with instruction `$dp`: products accumulate in
+/// 32 bits and the scale is a 32-bit multiply. Equal sums: both are exact.
+macro_rules! vnni_form {
+    ($dp:path, first $w0:expr, $y0:expr, $w1:expr, $y1:expr) => {
+        $dp($dp(_mm256_setzero_si256(), $w0, $y0), $w1, $y1)
+    };
+    ($dp:path, add $s:expr, $w0:expr, $y0:expr, $w1:expr, $y1:expr) => {
+        $dp($dp($s, $w0, $y0), $w1, $y1)
+    };
+    ($dp:path, plain $s:expr) => {
+        $s
+    };
+    ($dp:path, scaled $s:expr, $k:expr) => {
+        _mm256_mullo_epi32($s, $k)
+    };
+}
+pub(super) use vnni_form;
+
+/// [`vnni_form`] with AVX-VNNI's `vpdpbusd`.
+macro_rules! dpbusd_form {
+    ($($rule:tt)*) => {
+        $crate::x86::paired_avx2::vnni_form!(_mm256_dpbusd_avx_epi32, $($rule)*)
+    };
+}
+pub(super) use dpbusd_form;
+
+/// [`vnni_form`] with `vpdpbusd` emulated in AVX2 (tests: see `x86::vnni_emulation`).
+#[cfg(test)]
+macro_rules! dpbusd_emulated_form {
+    ($($rule:tt)*) => {
+        $crate::x86::paired_avx2::vnni_form!($crate::x86::vnni_emulation::dpbusd_256, $($rule)*)
+    };
+}
+#[cfg(test)]
+pub(super) use dpbusd_emulated_form;

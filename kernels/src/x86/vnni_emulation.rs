@@ -1,8 +1,9 @@
-//! `vpdpbusd` (AVX-512 VNNI) computed exactly with AVX2 or AVX-512 BW instructions, for tests
-//! only. CI's machines may lack VNNI and the emulator that boots here does not model it, so the
-//! VNNI kernels are also stamped out with these functions in place of the instruction
-//! (`vnni_emulated` modules): everything of a VNNI kernel but the instruction itself then runs
-//! in the property tests wherever AVX-512 BW runs (natively, or under `tools/avx512-emu`).
+//! `vpdpbusd` (AVX-512 VNNI, and AVX-VNNI's 256-bit form) computed exactly with AVX2 or AVX-512
+//! BW instructions, for tests only. CI's machines may lack VNNI and the emulator that boots here
+//! does not model it, so the VNNI kernels are also stamped out with these functions in place of
+//! the instruction (`vnni_emulated` modules): everything of a VNNI kernel but the instruction
+//! itself then runs in the property tests wherever AVX-512 BW (or, for the 256-bit kernels,
+//! AVX2) runs (natively, or under `tools/avx512-emu`).
 //!
 //! `vpdpbusd acc, a, b`: each 32-bit lane of `acc` plus the four products of `a`'s unsigned
 //! bytes and `b`'s signed bytes in that lane, wrapping, no saturation (Intel SDM, VPDPBUSD).
@@ -26,6 +27,22 @@ pub(crate) unsafe fn dpbusd_512(acc: __m512i, a: __m512i, b: __m512i) -> __m512i
     let even = _mm512_madd_epi16(a_even, b_even);
     let odd = _mm512_madd_epi16(a_odd, b_odd);
     _mm512_add_epi32(acc, _mm512_add_epi32(even, odd))
+}
+
+/// `_mm256_dpbusd_avx_epi32(acc, a, b)` (AVX-VNNI) with AVX2, for the `avxvnni` kernels' twins.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn dpbusd_256(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    let a_even = _mm256_and_si256(a, _mm256_set1_epi16(0x00FF));
+    let a_odd = _mm256_srli_epi16::<8>(a);
+    let b_even = _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(b));
+    let b_odd = _mm256_srai_epi16::<8>(b);
+    let even = _mm256_madd_epi16(a_even, b_even);
+    let odd = _mm256_madd_epi16(a_odd, b_odd);
+    _mm256_add_epi32(acc, _mm256_add_epi32(even, odd))
 }
 
 #[cfg(test)]
@@ -122,6 +139,49 @@ mod tests {
                     _mm512_loadu_si512(b.as_ptr() as *const _),
                 );
                 std::mem::transmute::<__m512i, [i32; 16]>(r)
+            };
+            assert_eq!(got.to_vec(), dpbusd_reference(&acc, &a, &b));
+        }
+    }
+
+    #[test]
+    fn dpbusd_256_matches_the_definition() {
+        if !is_x86_feature_detected!("avx2") {
+            return;
+        }
+        for (acc, a, b) in cases(8) {
+            // SAFETY: AVX2 is present; every load is 32 bytes of a 32-byte buffer.
+            let got: [i32; 8] = unsafe {
+                let r = dpbusd_256(
+                    _mm256_loadu_si256(acc.as_ptr() as *const _),
+                    _mm256_loadu_si256(a.as_ptr() as *const _),
+                    _mm256_loadu_si256(b.as_ptr() as *const _),
+                );
+                std::mem::transmute::<__m256i, [i32; 8]>(r)
+            };
+            assert_eq!(got.to_vec(), dpbusd_reference(&acc, &a, &b));
+        }
+    }
+
+    /// The same for AVX-VNNI's 256-bit `vpdpbusd`, where the CPU has it.
+    #[test]
+    fn the_avx_vnni_instruction_matches_the_definition() {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("avxvnni")) {
+            return;
+        }
+        #[target_feature(enable = "avx2,avxvnni")]
+        fn dpbusd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+            _mm256_dpbusd_avx_epi32(acc, a, b)
+        }
+        for (acc, a, b) in cases(8) {
+            // SAFETY: AVX2 and AVX-VNNI are present; every load is 32 bytes of a 32-byte buffer.
+            let got: [i32; 8] = unsafe {
+                let r = dpbusd(
+                    _mm256_loadu_si256(acc.as_ptr() as *const _),
+                    _mm256_loadu_si256(a.as_ptr() as *const _),
+                    _mm256_loadu_si256(b.as_ptr() as *const _),
+                );
+                std::mem::transmute::<__m256i, [i32; 8]>(r)
             };
             assert_eq!(got.to_vec(), dpbusd_reference(&acc, &a, &b));
         }
