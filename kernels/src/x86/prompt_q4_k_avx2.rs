@@ -138,7 +138,10 @@ macro_rules! prompt_kernel {
                     let w = [weights(0), weights(1)];
                     let mut sums: [[__m256i; 2]; P] = std::array::from_fn(|k| {
                         let (y0, y1) = activations(k, 0);
-                        [0, 1].map(|i| $form!(first w[0][i], y0, w[1][i], y1))
+                        [
+                            $form!(first w[0][0], y0, w[1][0], y1),
+                            $form!(first w[0][1], y0, w[1][1], y1),
+                        ]
                     });
                     for step in 1..steps {
                         let c = 2 * step;
