@@ -1,5 +1,9 @@
 //! x86-64 kernels, one module per instruction set.
 //!
+//! The AVX-VNNI level stamps the packed Q4_0 and Q4_K kernels of `packed_avx2` and their prompt
+//! kernels (`prompt_q4_0_avx2`, `prompt_q4_k_avx2`) out a second time with the 256-bit
+//! `vpdpbusd`; every other kernel of that level is the AVX2 one.
+//!
 //! The AVX-512 levels have their own packed kernels for every packed type (`packed_avx512` for
 //! Q4_0, `packed_q8_avx512`, `packed_q4k_avx512`, `packed_q5k_avx512`, `packed_q6k_avx512`: two
 //! 8-row groups per 512-bit vector, `vpmaddubsw` or VNNI `vpdpbusd`); the rest (attention, float
