@@ -60,6 +60,15 @@ const _: () = {
     }
 };
 
+// `table` indexes its per-level tables by `level as usize`.
+const _: () = {
+    let mut i = 0;
+    while i < KernelLevel::ALL.len() {
+        assert!(KernelLevel::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
 fn build(level: KernelLevel) -> KernelTable {
     #[allow(unused_mut)]
     let mut t = crate::scalar::table();
@@ -88,7 +97,8 @@ fn build(level: KernelLevel) -> KernelTable {
 /// # Panics
 /// If this CPU does not support `level` (use `KernelLevel::is_supported` first).
 pub(crate) fn table(level: KernelLevel) -> &'static KernelTable {
-    static TABLES: [OnceLock<KernelTable>; 7] = [const { OnceLock::new() }; 7];
+    static TABLES: [OnceLock<KernelTable>; KernelLevel::ALL.len()] =
+        [const { OnceLock::new() }; KernelLevel::ALL.len()];
     assert!(
         level.is_supported(),
         "kernel level {level} is not supported by this CPU"

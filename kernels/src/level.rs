@@ -19,8 +19,9 @@ pub enum KernelLevel {
     Avx2,
     /// `Avx2` plus AVX-VNNI (the VEX-encoded 256-bit `vpdpbusd`), for CPUs that have it without
     /// AVX-512: Intel Alder Lake-N (N100, N97, i3-N305), Alder/Raptor/Meteor/Arrow Lake, and AMD
-    /// Zen 5. Packed Q4_0 and Q4_K prompts run `vpdpbusd` kernels; everything else runs the
-    /// `Avx2` kernels.
+    /// Zen 5. Packed Q4_0 and Q4_K products run `vpdpbusd` kernels (except Q4_0 decode, which
+    /// is bound by memory bandwidth and keeps the AVX2 form); everything else runs the `Avx2`
+    /// kernels.
     AvxVnni,
     /// AVX-512 F/BW/VL on top of `Avx2`.
     Avx512,
